@@ -1,0 +1,47 @@
+# Thin wrapper over CMake. `make run` and `make test` install missing Debian packages
+# first (scripts/deps.sh, a no-op when everything is there).
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+JOBS       ?= $(shell nproc)
+CTEST_ARGS ?= --output-on-failure
+
+.PHONY: all deps build build-asan run test test-plain test-asan bench format clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: deps
+	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DFLOORMTA_SANITIZE=ON >/dev/null
+	@cmake --build $(BUILD_ASAN) -j $(JOBS)
+
+# Until the daemon exists (issue 6): start sinks in every receiver profile and probe each.
+run: build
+	@bash scripts/demo.sh $(BUILD)
+
+# Every test twice: a normal build, then AddressSanitizer + UBSan. Ends with ctest's
+# summary line of the sanitizer run.
+test: test-plain test-asan
+
+test-plain: build
+	@echo "== tests (RelWithDebInfo) =="
+	@cd $(BUILD) && ctest $(CTEST_ARGS) -j $(JOBS)
+
+test-asan: build-asan
+	@echo "== tests (ASan + UBSan) =="
+	@cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_ARGS) -j $(JOBS)
+
+bench: build
+	@$(BUILD)/floormta-bench
+
+format:
+	@clang-format -i $$(git ls-files '*.c' '*.h' '*.cc')
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN)

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages floormta builds and tests with, only those missing
+# (a no-op when all are present). Run as root on Debian 12.
+set -euo pipefail
+
+pkgs=(
+    build-essential cmake pkg-config clang-format
+    android-libboringssl-dev   # BoringSSL: the only TLS library floormta links
+    liburing-dev               # io_uring event loop
+    libc-ares-dev              # asynchronous DNS (issue 3)
+    libjemalloc-dev            # allocator of floormta's programs
+    libbenchmark-dev           # Google Benchmark behind bench/bench.h
+    libcmocka-dev              # unit-test framework
+    libjansson-dev             # JSON output (probe --json) and, later, the HTTP API
+    time                       # peak-RSS measurement in the integration tests
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: missing packages: ${missing[*]} (run as root, or install them)" >&2
+    exit 1
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
