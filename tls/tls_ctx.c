@@ -1,0 +1,165 @@
+/*
+ * tls/tls_ctx.c — building client and server contexts: the floor's protocol versions
+ * and cipher suites, the trust store, certificate loading, and the context's reference
+ * count (connections keep their context alive).
+ */
+#include "tls/tls_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include <openssl/err.h>
+
+#define TLS_SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
+
+/* What the floor accepts for TLS 1.2: ECDHE key exchange with an AEAD. TLS 1.3 suites
+ * are not configured by cipher lists; all of them are AEADs. */
+#define TLS_FLOOR_SUITES                                         \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+/* The client offers exactly these: nothing weaker is ever on the table. A receiver
+ * stuck at TLS 1.0/1.1 or with only CBC suites can then only abort; the verdict names
+ * what it sent (a protocol_version or handshake_failure alert before any ServerHello).
+ * Offering CBC "to learn more" would refuse legitimate TLS 1.2 receivers that rank CBC
+ * above AEAD in their own order, so the floor keeps the offer strict. */
+
+void tls_ctx_ref(struct tls_ctx *ctx)
+{
+    __atomic_add_fetch(&ctx->refs, 1, __ATOMIC_RELAXED);
+}
+
+void tls_ctx_free(struct tls_ctx *ctx)
+{
+    if (ctx == NULL)
+        return;
+    if (__atomic_sub_fetch(&ctx->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    SSL_CTX_free(ctx->ssl);
+    X509_STORE_free(ctx->store);
+    free(ctx);
+}
+
+bool tls_cipher_meets_floor(const SSL_CIPHER *cipher)
+{
+    if (cipher == NULL || !SSL_CIPHER_is_aead(cipher))
+        return false;
+    int kx = SSL_CIPHER_get_kx_nid(cipher);
+    return kx == NID_kx_ecdhe || kx == NID_kx_any;
+}
+
+static bool version_valid(uint16_t v)
+{
+    return v >= TLS_VERSION_1_0 && v <= TLS_VERSION_1_3;
+}
+
+/* Loads the trust anchors. Returns 0 or TLS_ERR_CA_LOAD (unreadable, or no certificate
+ * at all: an empty store would refuse every receiver, which is a configuration error
+ * better reported at start than as thousands of cert_untrusted verdicts). */
+static int load_store(const char *ca_file, X509_STORE **out)
+{
+    X509_STORE *store = X509_STORE_new();
+    if (store == NULL)
+        return -ENOMEM;
+    if (X509_STORE_load_locations(store, ca_file ? ca_file : TLS_SYSTEM_CA_FILE, NULL) != 1 ||
+        sk_X509_OBJECT_num(X509_STORE_get0_objects(store)) == 0) {
+        X509_STORE_free(store);
+        ERR_clear_error();
+        return TLS_ERR_CA_LOAD;
+    }
+    *out = store;
+    return 0;
+}
+
+static struct tls_ctx *ctx_alloc(bool server)
+{
+    struct tls_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (ctx == NULL)
+        return NULL;
+    ctx->ssl = SSL_CTX_new(TLS_method());
+    if (ctx->ssl == NULL) {
+        free(ctx);
+        return NULL;
+    }
+    ctx->server = server;
+    ctx->refs = 1;
+    return ctx;
+}
+
+int tls_ctx_new_client(const struct tls_client_config *cfg, struct tls_ctx **out)
+{
+    if (cfg == NULL || out == NULL)
+        return TLS_ERR_CONFIG;
+    uint16_t floor = cfg->min_version ? cfg->min_version : TLS_VERSION_1_2;
+    if (floor != TLS_VERSION_1_2 && floor != TLS_VERSION_1_3)
+        return TLS_ERR_CONFIG;
+    if (cfg->min_rsa_bits < 0 || cfg->min_ec_bits < 0)
+        return TLS_ERR_CONFIG;
+
+    ERR_clear_error();
+    struct tls_ctx *ctx = ctx_alloc(false);
+    if (ctx == NULL)
+        return -ENOMEM;
+    ctx->min_version = floor;
+    ctx->min_rsa_bits = cfg->min_rsa_bits ? cfg->min_rsa_bits : 2048;
+    ctx->min_ec_bits = cfg->min_ec_bits ? cfg->min_ec_bits : 256;
+
+    int rc = load_store(cfg->ca_file, &ctx->store);
+    if (rc < 0)
+        goto fail;
+    rc = TLS_ERR_LIBRARY;
+    if (!SSL_CTX_set_min_proto_version(ctx->ssl, floor) ||
+        !SSL_CTX_set_max_proto_version(ctx->ssl, TLS1_3_VERSION) ||
+        !SSL_CTX_set_strict_cipher_list(ctx->ssl, TLS_FLOOR_SUITES))
+        goto fail;
+    /* Our callback judges every certificate; the library's own verifier never runs. */
+    SSL_CTX_set_custom_verify(ctx->ssl, SSL_VERIFY_PEER, tls_conn_verify_cb);
+    SSL_CTX_set_session_cache_mode(ctx->ssl, SSL_SESS_CACHE_CLIENT);
+    SSL_CTX_sess_set_new_cb(ctx->ssl, tls_conn_new_session_cb);
+    *out = ctx;
+    return 0;
+fail:
+    ERR_clear_error();
+    tls_ctx_free(ctx);
+    return rc;
+}
+
+int tls_ctx_new_server(const struct tls_server_config *cfg, struct tls_ctx **out)
+{
+    if (cfg == NULL || out == NULL || cfg->cert_file == NULL || cfg->key_file == NULL)
+        return TLS_ERR_CONFIG;
+    uint16_t min = cfg->min_version ? cfg->min_version : TLS_VERSION_1_2;
+    uint16_t max = cfg->max_version ? cfg->max_version : TLS_VERSION_1_3;
+    if (!version_valid(min) || !version_valid(max) || min > max)
+        return TLS_ERR_CONFIG;
+
+    ERR_clear_error();
+    struct tls_ctx *ctx = ctx_alloc(true);
+    if (ctx == NULL)
+        return -ENOMEM;
+    ctx->min_version = min;
+
+    int rc = TLS_ERR_CONFIG;
+    /* Below TLS 1.2 there is no AEAD suite, so a test receiver playing an old server
+     * needs the library's whole list (CBC suites). */
+    const char *suites = cfg->cipher_list;
+    if (suites == NULL)
+        suites = min >= TLS_VERSION_1_2 ? TLS_FLOOR_SUITES : "ALL";
+    if (!SSL_CTX_set_min_proto_version(ctx->ssl, min) ||
+        !SSL_CTX_set_max_proto_version(ctx->ssl, max) ||
+        !SSL_CTX_set_strict_cipher_list(ctx->ssl, suites))
+        goto fail;
+    rc = TLS_ERR_CERT_LOAD;
+    if (SSL_CTX_use_certificate_chain_file(ctx->ssl, cfg->cert_file) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx->ssl, cfg->key_file, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx->ssl) != 1)
+        goto fail;
+    /* Session tickets stay on (the library default) so that clients can resume. */
+    *out = ctx;
+    return 0;
+fail:
+    ERR_clear_error();
+    tls_ctx_free(ctx);
+    return rc;
+}

@@ -1,0 +1,115 @@
+/*
+ * tls/tls_int.h — private to tls/: the bodies of the opaque structs and the calls the
+ * files of tls/ make into each other. Nothing outside tls/ includes this.
+ */
+#ifndef FLOORMTA_TLS_INT_H
+#define FLOORMTA_TLS_INT_H
+
+#include "tls/tls.h"
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+/* Unprocessed ciphertext a conn accepts before tls_conn_feed pushes back. */
+#define TLS_FEED_MAX (64 * 1024)
+
+/* Longest certificate chain we look at; longer ones are refused as invalid. */
+#define TLS_CHAIN_MAX 16
+
+/* Longest cache key (MX host name + ":port"); longer keys are simply not cached. */
+#define TLS_CACHE_KEY_MAX 272
+
+struct tls_ctx {
+    SSL_CTX *ssl;
+    X509_STORE *store; /* client only: the trust anchors; NULL for a server */
+    bool server;
+    uint16_t min_version;
+    int min_rsa_bits;
+    int min_ec_bits;
+    int refs; /* atomic: the owner plus one per live conn */
+};
+
+/* A conn's states. Only tls_conn_set_state (tls_conn.c) writes conn->state. */
+#define TLS_CONN_STATES(X)                                                       \
+    X(TLS_CONN_HANDSHAKE, "handshake")     /* handshake in progress */           \
+    X(TLS_CONN_ESTABLISHED, "established") /* handshake done, floor passed */    \
+    X(TLS_CONN_CLOSED, "closed")           /* peer sent close_notify */          \
+    X(TLS_CONN_FAILED, "failed")           /* handshake failed or was refused */ \
+    X(TLS_CONN_BROKEN, "broken")           /* protocol error after the handshake */
+
+enum tls_conn_state {
+#define TLS_CONN_STATE_ENUM(name, str) name,
+    TLS_CONN_STATES(TLS_CONN_STATE_ENUM)
+#undef TLS_CONN_STATE_ENUM
+};
+
+/* Bytes of the server's first record we keep: record header (5), handshake header (4)
+ * and ServerHello.legacy_version (2), to name the version of a refused receiver. */
+#define TLS_HELLO_PEEK 11
+
+struct tls_conn {
+    struct tls_ctx *ctx; /* one reference */
+    SSL *ssl;
+    BIO *rbio; /* owned by ssl: ciphertext from the peer */
+    BIO *wbio; /* owned by ssl: ciphertext for the peer */
+    enum tls_conn_state state;
+    bool client;
+    bool verify_ran;              /* our verify callback judged the peer's chain */
+    bool shutdown_sent;           /* close_notify queued */
+    struct tls_cache *cache;      /* borrowed, may be NULL */
+    SSL_SESSION *pending_session; /* a new session seen before the verdict passed */
+    const char *peer_name;        /* points into the conn's allocation */
+    const char *cache_key;        /* same */
+    size_t hello_len;
+    uint8_t hello[TLS_HELLO_PEEK];
+    struct tls_verdict verdict;
+};
+
+/* The one writer of conn->state. */
+void tls_conn_set_state(struct tls_conn *conn, enum tls_conn_state state);
+
+/* "handshake", "established", ...; static string. */
+const char *tls_conn_state_name(enum tls_conn_state state);
+
+/* Takes a reference for a conn; drop it with tls_ctx_free. */
+void tls_ctx_ref(struct tls_ctx *ctx);
+
+/* The floor's rule for a negotiated suite: an AEAD with ECDHE (TLS 1.2) or any TLS 1.3
+ * suite (always AEAD, key exchange negotiated separately). */
+bool tls_cipher_meets_floor(const SSL_CIPHER *cipher);
+
+/* Sets v->reason from v->ev.problems (first in TLS_REASONS order) and v->pass. */
+void tls_verdict_settle(struct tls_verdict *v);
+
+/* Marks one problem in the verdict's evidence (does not settle). */
+static inline void tls_verdict_add(struct tls_verdict *v, enum tls_reason reason)
+{
+    v->ev.problems |= 1u << reason;
+}
+
+/* Copies src into dst (cap bytes, always NUL-terminated), truncating. */
+void tls_strlcpy(char *dst, const char *src, size_t cap);
+
+/* Session cache, used by tls_conn.c. */
+
+/* Returns a session to offer for key (a new reference: the caller frees it with
+ * SSL_SESSION_free after SSL_set_session), or NULL. Counts hits, misses and expired
+ * entries; a single-use session (TLS 1.3 ticket) leaves the cache when taken. */
+SSL_SESSION *tls_cache_take(struct tls_cache *cache, const char *key);
+
+/* Stores session under key, replacing what was there and evicting the least recently
+ * used entry when full. session is borrowed: the cache takes its own reference. The
+ * caller must only store sessions of handshakes whose verdict passed. */
+void tls_cache_put(struct tls_cache *cache, const char *key, SSL_SESSION *session);
+
+/* The client context's callbacks, in tls_conn.c (they find the conn through the SSL's
+ * app data). */
+enum ssl_verify_result_t tls_conn_verify_cb(SSL *ssl, uint8_t *out_alert);
+int tls_conn_new_session_cb(SSL *ssl, SSL_SESSION *session);
+
+/* tls_ctx_verify_chain for a chain as the library holds it (leaf first, borrowed), as
+ * the conn's callbacks see it. Fills *out completely (settled). */
+int tls_verify_certs(struct tls_ctx *ctx, const char *peer_name,
+                     const STACK_OF(CRYPTO_BUFFER) * certs, struct tls_verdict *out);
+
+#endif /* FLOORMTA_TLS_INT_H */
