@@ -1,0 +1,13 @@
+/*
+ * engine/cli.h — the `floormta` subcommands. main.c dispatches on argv[1]; each command
+ * parses its own options and returns the process exit code.
+ */
+#ifndef FLOORMTA_ENGINE_CLI_H
+#define FLOORMTA_ENGINE_CLI_H
+
+/* `floormta probe HOST[:PORT] --name MXNAME [--ca FILE] [--json] ...`.
+ * Exit 0: the receiver meets the floor; 2: refused by the floor; 1: error.
+ * argv is borrowed; argv[0] is "probe". */
+int eng_cmd_probe(int argc, char **argv);
+
+#endif /* FLOORMTA_ENGINE_CLI_H */

@@ -1,0 +1,37 @@
+/*
+ * engine/main.c — the `floormta` program: dispatches to a subcommand (cli.h).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "engine/cli.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: floormta COMMAND [OPTIONS]\n"
+               "\n"
+               "commands:\n"
+               "  probe HOST[:PORT] --name MXNAME [--ca FILE] [--floor 1.2|1.3] [--json]\n"
+               "        connect to one receiving SMTP server, STARTTLS, and judge it\n"
+               "        against the TLS floor (exit 0 pass, 2 refused, 1 error)\n"
+               "\n"
+               "`floormta COMMAND --help` describes a command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 1;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "probe") == 0)
+        return eng_cmd_probe(argc - 1, argv + 1);
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "floormta: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 1;
+}

@@ -1,0 +1,412 @@
+/*
+ * engine/smtp_session.c — binds the SMTP client state machine to a socket on the
+ * io_uring loop, with tls/ in the middle once STARTTLS succeeds (see smtp_session.h).
+ *
+ * Data path: recv into `in` (ciphertext after STARTTLS) -> tls_conn_feed/read into
+ * `plain` -> reply parser -> smtp_client_step -> command -> tls_conn_write/drain (or a
+ * plain copy) into `out` -> send. One recv and one send at most are in flight; each has
+ * a timeout. The session is freed only from on_release, when the loop says nothing is
+ * in flight.
+ */
+#include "engine/smtp_session.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/addr.h"
+#include "engine/errors.h"
+#include "engine/log.h"
+
+#define SESSION_IN_MAX  16384
+#define SESSION_OUT_MAX 20480 /* a TLS flight (certificate chains) fits */
+
+struct smtp_session {
+    struct eng_loop *loop;
+    eng_handle_t h;
+    int fd;
+    struct smtp_session_config cfg;
+    char mx_name[256];
+    char helo_name[256];
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+
+    struct smtp_client sm;
+    struct tls_conn *tls;
+    bool closing;               /* CLOSE decided: flush `out`, then close */
+    uint64_t reply_deadline_ms; /* loop time by which the awaited reply (or TLS flight)
+                                 * must be complete */
+    smtp_session_done_fn done;
+    void *done_arg;
+
+    struct smtp_reply_parser rp;
+    struct smtp_reply reply;
+
+    size_t out_len, out_off;
+    char in[SESSION_IN_MAX];
+    char plain[SESSION_IN_MAX];
+    char out[SESSION_OUT_MAX];
+};
+
+static void session_act(struct smtp_session *s, enum smtpc_action act);
+
+static void session_step(struct smtp_session *s, const struct smtpc_event *ev)
+{
+    session_act(s, smtp_client_step(&s->sm, ev));
+}
+
+static void session_fail(struct smtp_session *s, int err)
+{
+    struct smtpc_event ev = { .kind = SMTPC_EV_ERROR, .err = err };
+    session_step(s, &ev);
+}
+
+/* Every decision is logged with its evidence, one greppable line per connection. */
+static void log_decision(const struct smtp_session *s)
+{
+    const struct smtp_client *c = &s->sm;
+    const struct tls_evidence *ev = &c->verdict.ev;
+    char fp[65] = "";
+    if (ev->has_cert)
+        tls_evidence_fingerprint(ev, fp, sizeof(fp));
+    if (c->outcome == SMTPC_OUTCOME_ERROR) {
+        eng_log(ENG_LOG_INFO, "tls-floor peer=%s result=error state=%s error=\"%s\" last=\"%s\"",
+                c->peer, smtpc_state_name(c->err_state), eng_describe_error(c->err), c->last_reply);
+        return;
+    }
+    eng_log(ENG_LOG_INFO,
+            "tls-floor peer=%s result=%s reason=%s version=%s cipher=%s resumed=%d "
+            "subject=\"%s\" issuer=\"%s\" not_after=%lld sha256=%s detail=\"%s\"",
+            c->peer, smtpc_outcome_name(c->outcome), tls_reason_name(c->verdict.reason),
+            ev->version ? tls_version_name(ev->version) : "-", ev->cipher[0] ? ev->cipher : "-",
+            ev->resumed, ev->subject, ev->issuer, (long long)ev->not_after, fp[0] ? fp : "-",
+            ev->detail);
+}
+
+static void session_finish(struct smtp_session *s)
+{
+    if (s->done) {
+        log_decision(s);
+        smtp_session_done_fn done = s->done;
+        s->done = NULL;
+        done(s->done_arg, &s->sm);
+    }
+    eng_handle_close(s->loop, s->h);
+}
+
+/* The reply timeout is a deadline for the whole reply, not for each read: a receiver
+ * that trickles a byte at a time cannot stretch a session past it. It starts when the
+ * last byte of a command (or TLS flight) is sent, or at connect for the greeting. */
+static void start_reply_clock(struct smtp_session *s)
+{
+    s->reply_deadline_ms = eng_loop_now_ms(s->loop) + s->cfg.reply_timeout_ms;
+}
+
+static void arm_recv(struct smtp_session *s)
+{
+    if (eng_handle_busy(s->loop, s->h, ENG_OP_RECV))
+        return;
+    uint64_t now = eng_loop_now_ms(s->loop);
+    unsigned left = s->reply_deadline_ms > now ? (unsigned)(s->reply_deadline_ms - now) : 1;
+    int rc = eng_op_recv(s->loop, s->h, s->in, sizeof(s->in), left);
+    if (rc < 0)
+        session_fail(s, rc);
+}
+
+/* Sends what is in `out`; when it is all gone, either closes (if closing) or waits for
+ * the reply. */
+static void flush_out(struct smtp_session *s)
+{
+    if (eng_handle_busy(s->loop, s->h, ENG_OP_SEND))
+        return;
+    if (s->out_off < s->out_len) {
+        int rc = eng_op_send(s->loop, s->h, s->out + s->out_off, s->out_len - s->out_off,
+                             s->cfg.send_timeout_ms);
+        if (rc < 0 && !s->closing)
+            session_fail(s, rc);
+        else if (rc < 0)
+            session_finish(s);
+        return;
+    }
+    s->out_off = s->out_len = 0;
+    if (s->closing) {
+        session_finish(s);
+        return;
+    }
+    start_reply_clock(s);
+    arm_recv(s);
+}
+
+/* Appends pending TLS ciphertext to `out`. Returns 0 or -ENOBUFS. */
+static int take_tls_output(struct smtp_session *s)
+{
+    while (tls_conn_pending(s->tls) > 0) {
+        if (s->out_len == sizeof(s->out))
+            return -ENOBUFS;
+        s->out_len += tls_conn_drain(s->tls, s->out + s->out_len, sizeof(s->out) - s->out_len);
+    }
+    return 0;
+}
+
+static int queue_command(struct smtp_session *s)
+{
+    if (s->tls) {
+        int rc = tls_conn_write(s->tls, s->sm.cmd, s->sm.cmd_len);
+        return rc < 0 ? rc : take_tls_output(s);
+    }
+    if (s->sm.cmd_len > sizeof(s->out) - s->out_len)
+        return -ENOBUFS;
+    memcpy(s->out + s->out_len, s->sm.cmd, s->sm.cmd_len);
+    s->out_len += s->sm.cmd_len;
+    return 0;
+}
+
+static void tls_advance(struct smtp_session *s)
+{
+    bool done = false;
+    int rc = tls_conn_handshake(s->tls, &done);
+    int out_rc = take_tls_output(s);
+    if (rc < 0 || out_rc < 0) {
+        /* The verdict says why; a pending alert goes out before the close. */
+        struct smtpc_event ev = { .kind = SMTPC_EV_TLS_FAILED,
+                                  .verdict = tls_conn_verdict(s->tls) };
+        session_step(s, &ev);
+        return;
+    }
+    if (done) {
+        struct smtpc_event ev = { .kind = SMTPC_EV_TLS_DONE, .verdict = tls_conn_verdict(s->tls) };
+        session_step(s, &ev);
+        return;
+    }
+    flush_out(s);
+}
+
+static void start_tls(struct smtp_session *s)
+{
+    int rc = tls_conn_new_client(s->cfg.tls, s->mx_name, s->cfg.tls_cache, NULL, &s->tls);
+    if (rc < 0) {
+        session_fail(s, rc);
+        return;
+    }
+    tls_advance(s);
+}
+
+static void session_act(struct smtp_session *s, enum smtpc_action act)
+{
+    int rc;
+    switch (act) {
+    case SMTPC_ACT_RECV: arm_recv(s); return;
+    case SMTPC_ACT_SEND:
+        rc = queue_command(s);
+        if (rc < 0)
+            session_fail(s, rc);
+        else
+            flush_out(s);
+        return;
+    case SMTPC_ACT_TLS: start_tls(s); return;
+    case SMTPC_ACT_CLOSE:
+        s->closing = true;
+        flush_out(s);
+        return;
+    }
+}
+
+/* Runs the reply parser over plaintext; each complete reply is one event. Bytes left
+ * after a reply that the dialogue did not ask for are a protocol violation — after the
+ * STARTTLS 220 they would be the classic injection (CVE-2011-0411 and kin). */
+static void parse_replies(struct smtp_session *s, const char *data, size_t len)
+{
+    while (len > 0 && !s->closing) {
+        size_t used = 0;
+        bool complete = false;
+        int rc = smtp_reply_parse(&s->rp, &s->reply, data, len, &used, &complete);
+        if (rc < 0) {
+            session_fail(s, rc);
+            return;
+        }
+        data += used;
+        len -= used;
+        if (!complete)
+            return;
+        struct smtpc_event ev = { .kind = SMTPC_EV_REPLY, .reply = &s->reply };
+        enum smtpc_action act = smtp_client_step(&s->sm, &ev);
+        smtp_reply_reset(&s->rp, &s->reply);
+        if (len > 0 && act != SMTPC_ACT_RECV && act != SMTPC_ACT_CLOSE) {
+            session_fail(s, act == SMTPC_ACT_TLS ? SMTP_ERR_INJECTION : SMTP_ERR_UNEXPECTED);
+            return;
+        }
+        session_act(s, act);
+    }
+}
+
+static void on_tls_input(struct smtp_session *s, size_t n)
+{
+    int rc = tls_conn_feed(s->tls, s->in, n);
+    if (rc < 0) {
+        session_fail(s, rc);
+        return;
+    }
+    if (s->sm.state == SMTPC_TLS) {
+        tls_advance(s);
+        if (s->closing || s->sm.state == SMTPC_TLS)
+            return;
+    }
+    for (;;) {
+        size_t got = 0;
+        rc = tls_conn_read(s->tls, s->plain, sizeof(s->plain), &got);
+        if (rc == TLS_ERR_CLOSED)
+            rc = SMTP_ERR_CLOSED;
+        if (rc < 0) {
+            session_fail(s, rc);
+            return;
+        }
+        if (got == 0)
+            break;
+        parse_replies(s, s->plain, got);
+        if (s->closing)
+            return;
+    }
+    /* Reading may have produced ciphertext (key updates); it goes out with the next
+     * command, or now if nothing else is queued. */
+    if (take_tls_output(s) < 0)
+        session_fail(s, -ENOBUFS);
+    else if (s->out_len > 0)
+        flush_out(s);
+    else
+        arm_recv(s);
+}
+
+static void on_recv(struct smtp_session *s, int res)
+{
+    if (res == 0) {
+        session_fail(s, SMTP_ERR_CLOSED);
+        return;
+    }
+    if (res < 0) {
+        session_fail(s, res);
+        return;
+    }
+    if (s->tls) {
+        on_tls_input(s, (size_t)res);
+        return;
+    }
+    parse_replies(s, s->in, (size_t)res);
+    if (!s->closing && !eng_handle_busy(s->loop, s->h, ENG_OP_SEND))
+        arm_recv(s);
+}
+
+static void on_send(struct smtp_session *s, int res)
+{
+    if (res < 0) {
+        if (s->closing) {
+            session_finish(s);
+            return;
+        }
+        session_fail(s, res);
+        return;
+    }
+    s->out_off += (size_t)res;
+    flush_out(s);
+}
+
+static void on_complete(void *ctx, const struct eng_completion *comp)
+{
+    struct smtp_session *s = ctx;
+    switch (comp->op) {
+    case ENG_OP_CONNECT:
+        if (comp->res < 0) {
+            session_fail(s, comp->res);
+        } else {
+            struct smtpc_event ev = { .kind = SMTPC_EV_CONNECTED };
+            start_reply_clock(s);
+            session_step(s, &ev);
+        }
+        return;
+    case ENG_OP_RECV: on_recv(s, comp->res); return;
+    case ENG_OP_SEND: on_send(s, comp->res); return;
+    default: return;
+    }
+}
+
+static void on_release(void *ctx)
+{
+    struct smtp_session *s = ctx;
+    tls_conn_free(s->tls);
+    close(s->fd);
+    free(s);
+}
+
+static const struct eng_handle_ops session_ops = {
+    .on_complete = on_complete,
+    .on_release = on_release,
+};
+
+static int copy_name(char *dst, size_t cap, const char *src)
+{
+    if (!src || !*src || strlen(src) >= cap)
+        return -EINVAL;
+    strcpy(dst, src);
+    return 0;
+}
+
+int smtp_session_start(struct eng_loop *loop, const struct smtp_session_config *cfg,
+                       const struct sockaddr *addr, socklen_t addrlen, smtp_session_done_fn done,
+                       void *arg)
+{
+    if (!cfg->tls || addrlen > sizeof(struct sockaddr_storage) || !cfg->connect_timeout_ms ||
+        !cfg->reply_timeout_ms || !cfg->send_timeout_ms)
+        return -EINVAL;
+    struct smtp_session *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->loop = loop;
+    s->cfg = *cfg;
+    s->done = done;
+    s->done_arg = arg;
+    int rc = copy_name(s->mx_name, sizeof(s->mx_name), cfg->mx_name);
+    if (rc == 0)
+        rc = copy_name(s->helo_name, sizeof(s->helo_name), cfg->helo_name);
+    char where[64], peer[330];
+    snprintf(peer, sizeof(peer), "%s[%s]", s->mx_name, eng_addr_format(addr, where, sizeof(where)));
+    if (rc == 0)
+        rc = smtp_client_init(&s->sm, s->helo_name, peer);
+    if (rc < 0) {
+        free(s);
+        return rc;
+    }
+    s->cfg.mx_name = s->mx_name;
+    s->cfg.helo_name = s->helo_name;
+    memcpy(&s->addr, addr, addrlen);
+    s->addrlen = addrlen;
+    smtp_reply_reset(&s->rp, &s->reply);
+
+    s->fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (s->fd < 0) {
+        rc = -errno;
+        free(s);
+        return rc;
+    }
+    /* Commands are small and each waits for its reply: Nagle would only add latency. */
+    int one = 1;
+    setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+    rc = eng_handle_open(loop, s->fd, &session_ops, s, &s->h);
+    if (rc < 0) {
+        close(s->fd);
+        free(s);
+        return rc;
+    }
+    rc = eng_op_connect(loop, s->h, (const struct sockaddr *)&s->addr, s->addrlen,
+                        cfg->connect_timeout_ms);
+    if (rc < 0) {
+        /* on_release frees s once the loop has processed the close. */
+        s->done = NULL;
+        eng_handle_close(loop, s->h);
+        return rc;
+    }
+    return 0;
+}
