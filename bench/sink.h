@@ -1,0 +1,238 @@
+/*
+ * bench/sink.h — private declarations of floormta-sink, the test and benchmark SMTP
+ * receiver. Not a public module header: only bench/sink*.c include it.
+ *
+ * Four files share it:
+ *   sink.c          CLI, listeners, signals, start-up and shutdown;
+ *   sink_profile.c  the receiver profiles (TLS versions, certificates, misbehaviour);
+ *   sink_io.c       one connection on the loop: accept, recv / send, TLS over memory
+ *                   buffers, back-pressure, close and release, the session pool;
+ *   sink_session.c  the SMTP state machine: consumes plaintext, writes replies.
+ *
+ * Memory per connection is fixed (struct sink_session, buffers inline) and sessions
+ * are recycled through a free list, so the hot path allocates nothing but what
+ * BoringSSL allocates for a TLS connection.
+ */
+#ifndef FLOORMTA_BENCH_SINK_H
+#define FLOORMTA_BENCH_SINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "engine/loop.h"
+
+struct tls_ctx;
+struct tls_conn;
+
+/* ---- limits ---------------------------------------------------------------------- */
+
+#define SINK_LINE_MAX    1000        /* command line incl. CRLF (RFC 5321 4.5.3.1.4) */
+#define SINK_MSG_MAX     52428800u   /* message size limit, as advertised in EHLO SIZE */
+#define SINK_RCPT_MAX    1000u       /* recipients per transaction */
+#define SINK_FLOOD_BYTES (10u << 20) /* flood profile: 'a' bytes after "220 " */
+#define SINK_NAME_MAX    255         /* --name length */
+#define SINK_RBUF_CAP    16384       /* received bytes: ciphertext, then plaintext */
+#define SINK_OUT_CAP     8192        /* bytes on the wire: replies or TLS records */
+#define SINK_PT_CAP      2048        /* plaintext replies waiting to be encrypted */
+#define SINK_REPLY_MAX   512         /* room kept free before a command is taken */
+
+/* Overridable at build time (-DSINK_IDLE_MS=2000u) to exercise the timeout paths. */
+#ifndef SINK_IDLE_MS
+#define SINK_IDLE_MS 300000u /* command / data / send timeout (RFC 5321 4.5.3.2) */
+#endif
+
+/* ---- profiles ---------------------------------------------------------------------- */
+
+enum sink_mode {
+    SINK_MODE_SMTP,  /* the normal dialogue */
+    SINK_MODE_STALL, /* accept, then say nothing until the client leaves */
+    SINK_MODE_FLOOD, /* a 10 MiB greeting line without CRLF */
+};
+
+enum sink_starttls {
+    SINK_STARTTLS_NO,  /* not in EHLO; the command gets 502 */
+    SINK_STARTTLS_YES, /* offered and performed */
+    SINK_STARTTLS_454, /* offered, then refused with 454 */
+};
+
+struct sink_profile {
+    const char *name;
+    enum sink_mode mode;
+    enum sink_starttls starttls;
+    const char *cert;     /* PKI file stem (<pki>/<cert>.crt and .key); NULL = no TLS */
+    uint16_t min_version; /* TLS wire versions */
+    uint16_t max_version;
+};
+
+/* The profile called name, or NULL. name is borrowed; the result is static. */
+const struct sink_profile *sink_profile_find(const char *name);
+
+/* All profile names, space-separated, for error messages. Static string. */
+const char *sink_profile_names(void);
+
+/* ---- the server ---------------------------------------------------------------------- */
+
+struct sink_stats {
+    uint64_t messages;       /* messages accepted (250 after DATA) */
+    uint64_t bytes;          /* body bytes of accepted messages */
+    uint64_t connections;    /* connections accepted */
+    uint64_t tls_handshakes; /* server handshakes completed */
+};
+
+struct sink_session;
+
+struct sink_server {
+    struct eng_loop *loop;
+    const char *mxname; /* borrowed from argv */
+    /* Replies that depend only on the name, built once at start. */
+    char greeting[SINK_NAME_MAX + 64];
+    size_t greeting_len;
+    char ehlo_starttls[SINK_NAME_MAX + 256]; /* EHLO reply offering STARTTLS */
+    size_t ehlo_starttls_len;
+    char ehlo_plain[SINK_NAME_MAX + 256]; /* without it */
+    size_t ehlo_plain_len;
+    char helo[SINK_NAME_MAX + 16];
+    size_t helo_len;
+    char timeout[SINK_NAME_MAX + 64];
+    size_t timeout_len;
+
+    struct sink_session *live; /* open sessions (doubly linked), for shutdown */
+    struct sink_session *pool; /* released sessions kept for reuse (singly linked) */
+    uint32_t live_count;
+    uint64_t next_id;
+    bool stopping;
+    struct sink_stats stats;
+};
+
+struct sink_listener {
+    struct sink_server *srv;            /* borrowed */
+    const struct sink_profile *profile; /* static */
+    struct tls_ctx *tls;                /* owned; NULL when the profile has no TLS */
+    int fd;
+    eng_handle_t h;
+    bool open;
+    char text[64]; /* "127.0.0.1:2525", "[::1]:2525" (actual port once bound) */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+};
+
+/* Builds the fixed replies for srv->mxname. */
+void sink_server_replies(struct sink_server *srv);
+
+/* ---- the session ---------------------------------------------------------------------- */
+
+/* The SMTP states. SINK_S_HANDSHAKE is entered by STARTTLS and left by
+ * sink_session_tls_ready(); SINK_S_QUIT means no more input is taken. */
+#define SINK_STATES(X)               \
+    X(SINK_S_NEW, "new")             \
+    X(SINK_S_STALL, "stall")         \
+    X(SINK_S_FLOOD, "flood")         \
+    X(SINK_S_GREETED, "greeted")     \
+    X(SINK_S_READY, "ready")         \
+    X(SINK_S_MAIL, "mail")           \
+    X(SINK_S_RCPT, "rcpt")           \
+    X(SINK_S_DATA, "data")           \
+    X(SINK_S_HANDSHAKE, "handshake") \
+    X(SINK_S_QUIT, "quit")
+
+enum sink_state {
+#define SINK_STATE_ENUM(name, str) name,
+    SINK_STATES(SINK_STATE_ENUM)
+#undef SINK_STATE_ENUM
+            SINK_S__COUNT
+};
+
+const char *sink_state_name(enum sink_state st);
+
+/* What the I/O side must do after the session consumed input. */
+enum sink_action {
+    SINK_ACT_MORE,     /* all input consumed: read more */
+    SINK_ACT_PAUSE,    /* output is full: send, then offer the rest again */
+    SINK_ACT_STARTTLS, /* 220 queued: discard the rest of the input, start the handshake */
+    SINK_ACT_CLOSE,    /* flush the output, then close */
+};
+
+struct sink_session {
+    struct sink_server *srv;          /* borrowed */
+    const struct sink_listener *lst;  /* borrowed: profile and TLS context */
+    struct sink_session *prev, *next; /* srv->live, or srv->pool (next only) */
+    uint64_t id;
+    eng_handle_t h;
+    int fd;                /* owned: closed in on_release */
+    struct tls_conn *tls;  /* owned; NULL until STARTTLS */
+    enum sink_state state; /* written only by sink_session.c's set_state() */
+
+    /* I/O flags (sink_io.c) */
+    bool closing;     /* eng_handle_close called */
+    bool close_after; /* close once the output is sent */
+    bool paused;      /* input left in rbuf until a send frees output room */
+    bool tls_shut;    /* close_notify queued */
+
+    /* input: rbuf[rpos, rlen) is plaintext not yet consumed */
+    size_t rpos, rlen;
+    /* command line spanning reads (line[0, line_len)); discarding = past the bound */
+    size_t line_len;
+    bool discarding;
+
+    /* transaction */
+    uint32_t rcpts;
+    uint64_t body_bytes;
+    uint8_t body_match; /* chars of "\r\n.\r\n" matched */
+    bool body_too_big;
+
+    uint64_t flood_sent;
+
+    /* output: out[out_sent, out_len) is on the wire or waiting; pt[0, pt_len) is
+     * plaintext waiting for tls_conn_write */
+    size_t out_len, out_sent;
+    size_t pt_len;
+
+    char line[SINK_LINE_MAX];
+    char pt[SINK_PT_CAP];
+    char out[SINK_OUT_CAP];
+    char rbuf[SINK_RBUF_CAP];
+};
+
+/* sink_session.c: the SMTP dialogue. */
+
+/* Starts the dialogue for s->lst->profile: queues the greeting (or nothing, for stall
+ * and flood) and enters the first state. */
+void sink_session_start(struct sink_session *s);
+
+/* Consumes plaintext data[0, len) (borrowed for the call), queues the replies and says
+ * what to do next; *used = bytes consumed (less than len only for PAUSE, STARTTLS and
+ * CLOSE). */
+enum sink_action sink_session_input(struct sink_session *s, const char *data, size_t len,
+                                    size_t *used);
+
+/* The TLS handshake completed: back to "EHLO required" (RFC 3207 4.2). */
+void sink_session_tls_ready(struct sink_session *s);
+
+/* The client was idle too long: queues 421 if a reply can still be sent, enters QUIT.
+ * Returns true if something was queued. */
+bool sink_session_timeout(struct sink_session *s);
+
+/* sink_io.c: output for the session. */
+
+/* True if a reply of up to SINK_REPLY_MAX bytes can be queued now (may move queued
+ * plaintext into TLS to make room). */
+bool sink_out_reserve(struct sink_session *s);
+
+/* Queues a reply (data borrowed, copied). Callers reserve first. */
+void sink_out_put(struct sink_session *s, const char *data, size_t len);
+
+/* sink_io.c: connections. */
+
+/* Takes ownership of fd, an accepted connection on lst; starts a session or closes fd
+ * (no slot, shutting down). */
+void sink_conn_accept(struct sink_listener *lst, int fd);
+
+/* Closes every open session (shutdown). */
+void sink_conn_close_all(struct sink_server *srv);
+
+/* Frees the pooled sessions. Call after the loop has released every handle. */
+void sink_conn_pool_free(struct sink_server *srv);
+
+#endif /* FLOORMTA_BENCH_SINK_H */
