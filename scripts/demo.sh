@@ -31,7 +31,7 @@ field() { sed -n "s/^ *\"$1\": \"\([^\"]*\)\",\{0,1\}$/\1/p" <<<"$2" | head -n 1
 echo "floormta probe against floormta-sink (certificates for $NAME from a test root,"
 echo "floor TLS 1.2, every receiver on 127.0.0.1):"
 echo
-printf '%-14s %-6s %-4s %-20s %-8s %s\n' PROFILE RESULT EXIT REASON VERSION "CIPHER / ERROR"
+printf '%-14s %-6s %-4s %-20s %-8s %s\n' PROFILE RESULT EXIT REASON VERSION "CIPHER / EVIDENCE / ERROR"
 printf '%-14s %-6s %-4s %-20s %-8s %s\n' ------- ------ ---- ------ ------- --------------
 while read -r line; do
     addr=$(sed -n 's/^listening \([^ ]*\) profile=.*/\1/p' <<<"$line")
@@ -43,6 +43,8 @@ while read -r line; do
     reason=$(field reason "$out")
     version=$(field version "$out")
     extra=$(field cipher "$out")
+    [ -z "$extra" ] && extra=$(field detail "$out")
+    [ -z "$extra" ] && extra=$(field last_reply "$out")
     [ "$result" = error ] && extra="$(field error "$out") (during $(field error_state "$out"))"
     printf '%-14s %-6s %-4s %-20s %-8s %s\n' "$profile" "$result" "$rc" "${reason:--}" \
         "${version:--}" "${extra:--}"
