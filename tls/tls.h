@@ -195,7 +195,10 @@ int tls_ctx_verify_chain(struct tls_ctx *client_ctx, const char *peer_name,
 
 /* Remembers the last resumable session per destination key (an MX host name and port)
  * so that the next connection to it can resume (TLS 1.3 or TLS 1.2 tickets). Bounded:
- * least recently used entries are evicted. One per worker thread. */
+ * least recently used entries are evicted. It also remembers passing verdicts of the
+ * chains it has seen (per context, name and exact chain bytes, until the chain's
+ * earliest notAfter or an hour), so that later connections skip chain verification.
+ * One per worker thread. */
 struct tls_cache;
 
 struct tls_cache_stats {
@@ -205,6 +208,8 @@ struct tls_cache_stats {
     uint64_t evictions; /* dropped to stay within max_entries */
     uint64_t expired;   /* dropped because their lifetime ended */
     size_t entries;
+    uint64_t verify_hits;   /* chains whose passing verdict came from memory */
+    uint64_t verify_misses; /* chains verified in full */
 };
 
 /* Returns 0 and *out (free with tls_cache_free), or -EINVAL (max_entries 0), -ENOMEM. */

@@ -28,8 +28,13 @@ struct tls_cache {
     struct cache_entry *free_list;
     struct cache_entry *mru; /* most recently used */
     struct cache_entry *lru; /* least recently used: evicted first */
+    struct tls_memo *memo;
     struct tls_cache_stats stats;
 };
+
+/* Verified chains remembered: enough for the MX hosts a worker talks to in an hour,
+ * about 1.6 KiB each. */
+#define TLS_MEMO_SLOTS 1024
 
 /* FNV-1a: keys are short host names; good enough spread for a bucket index. */
 static uint64_t key_hash(const char *key)
@@ -56,7 +61,8 @@ int tls_cache_new(size_t max_entries, struct tls_cache **out)
         cache->nbuckets <<= 1;
     cache->buckets = calloc(cache->nbuckets, sizeof(*cache->buckets));
     cache->pool = calloc(max_entries, sizeof(*cache->pool));
-    if (cache->buckets == NULL || cache->pool == NULL) {
+    if (cache->buckets == NULL || cache->pool == NULL ||
+        tls_memo_new(TLS_MEMO_SLOTS, &cache->memo) < 0) {
         free(cache->buckets);
         free(cache->pool);
         free(cache);
@@ -76,9 +82,23 @@ void tls_cache_free(struct tls_cache *cache)
         return;
     for (struct cache_entry *e = cache->mru; e != NULL; e = e->next)
         SSL_SESSION_free(e->session);
+    tls_memo_free(cache->memo);
     free(cache->buckets);
     free(cache->pool);
     free(cache);
+}
+
+struct tls_memo *tls_cache_memo(struct tls_cache *cache)
+{
+    return cache->memo;
+}
+
+void tls_cache_count_verify(struct tls_cache *cache, bool hit)
+{
+    if (hit)
+        cache->stats.verify_hits++;
+    else
+        cache->stats.verify_misses++;
 }
 
 void tls_cache_stats(const struct tls_cache *cache, struct tls_cache_stats *out)

@@ -59,7 +59,8 @@ enum ssl_verify_result_t tls_conn_verify_cb(SSL *ssl, uint8_t *out_alert)
     struct tls_verdict *v = &conn->verdict;
 
     conn->verify_ran = true;
-    if (tls_verify_certs(conn->ctx, conn->peer_name, SSL_get0_peer_certificates(ssl), v) < 0) {
+    if (tls_verify_certs(conn->ctx, conn->cache, conn->peer_name, SSL_get0_peer_certificates(ssl),
+                         v) < 0) {
         tls_verdict_clear(v);
         refuse_internal(v, "out of memory while verifying the certificate");
     }
@@ -145,8 +146,8 @@ static int client_finished(struct tls_conn *conn)
 {
     struct tls_verdict *v = &conn->verdict;
     if (SSL_session_reused(conn->ssl)) {
-        if (tls_verify_certs(conn->ctx, conn->peer_name, SSL_get0_peer_certificates(conn->ssl), v) <
-            0) {
+        if (tls_verify_certs(conn->ctx, conn->cache, conn->peer_name,
+                             SSL_get0_peer_certificates(conn->ssl), v) < 0) {
             tls_verdict_clear(v);
             refuse_internal(v, "out of memory while verifying the certificate");
         }

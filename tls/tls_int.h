@@ -108,8 +108,46 @@ enum ssl_verify_result_t tls_conn_verify_cb(SSL *ssl, uint8_t *out_alert);
 int tls_conn_new_session_cb(SSL *ssl, SSL_SESSION *session);
 
 /* tls_ctx_verify_chain for a chain as the library holds it (leaf first, borrowed), as
- * the conn's callbacks see it. Fills *out completely (settled). */
-int tls_verify_certs(struct tls_ctx *ctx, const char *peer_name,
+ * the conn's callbacks see it. Fills *out completely (settled). cache may be NULL;
+ * when given, a passing verdict remembered for this exact chain, name and context is
+ * reused (counted in verify_hits), and a new passing one is remembered. */
+int tls_verify_certs(struct tls_ctx *ctx, struct tls_cache *cache, const char *peer_name,
                      const STACK_OF(CRYPTO_BUFFER) * certs, struct tls_verdict *out);
+
+/* tls_ctx_verify_chain, also returning the earliest notAfter of the chain it built
+ * (unix seconds; 0 when no chain was built). */
+int tls_verify_chain_int(struct tls_ctx *ctx, const char *peer_name, const uint8_t *const *ders,
+                         const size_t *lens, size_t n, struct tls_verdict *out,
+                         int64_t *chain_not_after);
+
+/* Verified-chain memo (tls_memo.c), owned by a tls_cache. */
+
+#define TLS_MEMO_DIGEST_LEN 32
+#define TLS_MEMO_TTL        3600 /* seconds a verdict is trusted from memory at most */
+
+struct tls_memo;
+
+/* Returns 0 and *out (free with tls_memo_free), or -ENOMEM. nslots is rounded up to a
+ * power of two. */
+int tls_memo_new(size_t nslots, struct tls_memo **out);
+void tls_memo_free(struct tls_memo *m);
+
+/* The digest a verdict is remembered under: ctx, peer_name and the chain's bytes. */
+void tls_memo_digest(const struct tls_ctx *ctx, const char *peer_name,
+                     const STACK_OF(CRYPTO_BUFFER) * certs, uint8_t out[TLS_MEMO_DIGEST_LEN]);
+
+/* Copies the remembered verdict into *out and returns true if one is there and still
+ * valid at now (unix seconds). */
+bool tls_memo_get(struct tls_memo *m, const uint8_t digest[TLS_MEMO_DIGEST_LEN], int64_t now,
+                  struct tls_verdict *out);
+
+/* Remembers a passing verdict (others are ignored) until min(chain_not_after,
+ * now + TLS_MEMO_TTL). v is copied. */
+void tls_memo_put(struct tls_memo *m, const uint8_t digest[TLS_MEMO_DIGEST_LEN], int64_t now,
+                  int64_t chain_not_after, const struct tls_verdict *v);
+
+/* The memo of a cache (never NULL for a cache made by tls_cache_new); counters. */
+struct tls_memo *tls_cache_memo(struct tls_cache *cache);
+void tls_cache_count_verify(struct tls_cache *cache, bool hit);
 
 #endif /* FLOORMTA_TLS_INT_H */

@@ -202,8 +202,22 @@ static bool is_self_signed(X509 *cert)
 
 /* Runs the library's path building and checks against the trust store, collecting
  * every error; then our own checks on the chain it built. */
+/* The earliest notAfter of a chain, unix seconds (0 if none can be read). */
+static int64_t chain_not_after(STACK_OF(X509) * chain)
+{
+    int64_t earliest = 0;
+    ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
+    for (size_t i = 0; epoch != NULL && i < sk_X509_num(chain); i++) {
+        int64_t t = time_to_unix(epoch, X509_get0_notAfter(sk_X509_value(chain, i)));
+        if (t > 0 && (earliest == 0 || t < earliest))
+            earliest = t;
+    }
+    ASN1_TIME_free(epoch);
+    return earliest;
+}
+
 static int judge_chain(struct tls_ctx *ctx, X509 *leaf, STACK_OF(X509) * untrusted,
-                       struct collect *c)
+                       struct collect *c, int64_t *not_after)
 {
     X509_STORE_CTX *sctx = X509_STORE_CTX_new();
     if (sctx == NULL)
@@ -229,6 +243,7 @@ static int judge_chain(struct tls_ctx *ctx, X509 *leaf, STACK_OF(X509) * untrust
     }
     if (chain != NULL && sk_X509_num(chain) > 0) {
         check_chain_algorithms(ctx, chain, &c->problems);
+        *not_after = chain_not_after(chain);
     } else {
         /* No chain was built: judge what the peer sent. */
         c->problems |= key_is_weak(ctx, leaf) ? 1u << TLS_REASON_WEAK_KEY : 0;
@@ -242,6 +257,15 @@ static int judge_chain(struct tls_ctx *ctx, X509 *leaf, STACK_OF(X509) * untrust
 int tls_ctx_verify_chain(struct tls_ctx *ctx, const char *peer_name, const uint8_t *const *ders,
                          const size_t *lens, size_t n, struct tls_verdict *out)
 {
+    int64_t not_after;
+    return tls_verify_chain_int(ctx, peer_name, ders, lens, n, out, &not_after);
+}
+
+int tls_verify_chain_int(struct tls_ctx *ctx, const char *peer_name, const uint8_t *const *ders,
+                         const size_t *lens, size_t n, struct tls_verdict *out,
+                         int64_t *chain_not_after)
+{
+    *chain_not_after = 0;
     if (ctx == NULL || peer_name == NULL || out == NULL || (n > 0 && (!ders || !lens)))
         return -EINVAL;
     if (ctx->server)
@@ -285,7 +309,7 @@ int tls_ctx_verify_chain(struct tls_ctx *ctx, const char *peer_name, const uint8
         }
     }
     fill_evidence(leaf, ders[0], lens[0], &out->ev);
-    rc = judge_chain(ctx, leaf, untrusted, &c);
+    rc = judge_chain(ctx, leaf, untrusted, &c, chain_not_after);
     if (rc < 0)
         goto out;
     /* SAN dNSNames only (never the subject CN); partial wildcards ("m*.example") are
@@ -305,9 +329,19 @@ out:
     return rc;
 }
 
-int tls_verify_certs(struct tls_ctx *ctx, const char *peer_name,
+int tls_verify_certs(struct tls_ctx *ctx, struct tls_cache *cache, const char *peer_name,
                      const STACK_OF(CRYPTO_BUFFER) * certs, struct tls_verdict *out)
 {
+    uint8_t digest[TLS_MEMO_DIGEST_LEN];
+    int64_t now = (int64_t)time(NULL);
+    if (cache != NULL) {
+        tls_memo_digest(ctx, peer_name, certs, digest);
+        bool hit = tls_memo_get(tls_cache_memo(cache), digest, now, out);
+        tls_cache_count_verify(cache, hit);
+        if (hit)
+            return 0;
+    }
+
     const uint8_t *ders[TLS_CHAIN_MAX + 1];
     size_t lens[TLS_CHAIN_MAX + 1];
     size_t n = certs ? sk_CRYPTO_BUFFER_num(certs) : 0;
@@ -320,5 +354,9 @@ int tls_verify_certs(struct tls_ctx *ctx, const char *peer_name,
         ders[i] = CRYPTO_BUFFER_data(buf);
         lens[i] = CRYPTO_BUFFER_len(buf);
     }
-    return tls_ctx_verify_chain(ctx, peer_name, ders, lens, n, out);
+    int64_t not_after = 0;
+    int rc = tls_verify_chain_int(ctx, peer_name, ders, lens, n, out, &not_after);
+    if (rc == 0 && cache != NULL)
+        tls_memo_put(tls_cache_memo(cache), digest, now, not_after, out);
+    return rc;
 }

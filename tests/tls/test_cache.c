@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -164,6 +165,95 @@ static void test_bound_handshakes(void **state)
     tls_ctx_free(cctx);
 }
 
+/* A chain verified once is remembered for its name: a second full handshake (another
+ * cache key, so no session to resume) and a resumption skip verification, with the same
+ * complete evidence. Another name, another context or a refused chain never reuse it. */
+static void test_verified_chain_memo(void **state)
+{
+    (void)state;
+    struct tls_ctx *cctx = client_ctx(0);
+    struct tls_ctx *cctx2 = client_ctx(0);
+    struct tls_ctx *sctx = server_ctx("wildcard", 0, 0, NULL);
+    struct tls_ctx *bad = server_ctx("expired", 0, 0, NULL);
+    struct tls_cache *cache = NULL;
+    struct tls_cache_stats st;
+    struct tls_verdict v, first;
+    assert_int_equal(tls_cache_new(8, &cache), 0);
+
+    assert_int_equal(connect_once(cctx, sctx, cache, MX_NAME, "a:25", &first), 0);
+    tls_cache_stats(cache, &st);
+    assert_int_equal(st.verify_misses, 1);
+    assert_int_equal(st.verify_hits, 0);
+
+    assert_int_equal(connect_once(cctx, sctx, cache, MX_NAME, "b:25", &v), 0);
+    assert_true(v.pass);
+    assert_false(v.ev.resumed);
+    assert_string_equal(v.ev.subject, first.ev.subject);
+    assert_memory_equal(v.ev.sha256, first.ev.sha256, sizeof(v.ev.sha256));
+    assert_int_equal(v.ev.version, first.ev.version);
+    tls_cache_stats(cache, &st);
+    assert_int_equal(st.verify_hits, 1);
+
+    assert_int_equal(connect_once(cctx, sctx, cache, MX_NAME, "a:25", &v), 0);
+    assert_true(v.ev.resumed);
+    tls_cache_stats(cache, &st);
+    assert_int_equal(st.verify_hits, 2);
+
+    /* Same chain, another name the wildcard covers: judged in full. */
+    assert_int_equal(connect_once(cctx, sctx, cache, "mx9.floormta.test", "c:25", &v), 0);
+    tls_cache_stats(cache, &st);
+    assert_int_equal(st.verify_misses, 2);
+    /* Another context (a reloaded trust store): judged in full. */
+    assert_int_equal(connect_once(cctx2, sctx, cache, MX_NAME, "d:25", &v), 0);
+    tls_cache_stats(cache, &st);
+    assert_int_equal(st.verify_misses, 3);
+
+    /* A refused chain is judged every time. */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(connect_once(cctx, bad, cache, MX_NAME, "e:25", &v), TLS_ERR_HANDSHAKE);
+        assert_int_equal(v.reason, TLS_REASON_CERT_EXPIRED);
+    }
+    tls_cache_stats(cache, &st);
+    assert_int_equal(st.verify_misses, 5);
+    assert_int_equal(st.verify_hits, 2);
+
+    tls_cache_free(cache);
+    tls_ctx_free(bad);
+    tls_ctx_free(sctx);
+    tls_ctx_free(cctx2);
+    tls_ctx_free(cctx);
+}
+
+/* The memo's own rules: a verdict is kept until the chain's earliest notAfter at most,
+ * and never a refusal. */
+static void test_memo_validity(void **state)
+{
+    (void)state;
+    struct tls_memo *m = NULL;
+    assert_int_equal(tls_memo_new(4, &m), 0);
+    uint8_t d[TLS_MEMO_DIGEST_LEN] = { 1, 2, 3 };
+    struct tls_verdict v, out;
+    tls_verdict_clear(&v);
+    v.pass = true;
+    strcpy(v.ev.subject, "CN=x");
+
+    tls_memo_put(m, d, 1000, 1100, &v);
+    assert_true(tls_memo_get(m, d, 1099, &out));
+    assert_string_equal(out.ev.subject, "CN=x");
+    assert_false(tls_memo_get(m, d, 1100, &out)); /* the chain expired */
+    assert_false(tls_memo_get(m, d, 1050, &out)); /* and the slot was dropped */
+
+    tls_memo_put(m, d, 1000, 0, &v); /* no chain date: the memo's own TTL */
+    assert_true(tls_memo_get(m, d, 1000 + TLS_MEMO_TTL - 1, &out));
+    assert_false(tls_memo_get(m, d, 1000 + TLS_MEMO_TTL, &out));
+
+    uint8_t d2[TLS_MEMO_DIGEST_LEN] = { 9 };
+    v.pass = false;
+    tls_memo_put(m, d2, 1000, 5000, &v);
+    assert_false(tls_memo_get(m, d2, 1001, &out));
+    tls_memo_free(m);
+}
+
 static SSL_SESSION *session_at(SSL_CTX *ctx, uint64_t when, uint32_t timeout)
 {
     SSL_SESSION *s = SSL_SESSION_new(ctx);
@@ -270,7 +360,8 @@ int main(void)
         cmocka_unit_test(test_resume_tls13),     cmocka_unit_test(test_resume_tls12),
         cmocka_unit_test(test_resume_rejudged),  cmocka_unit_test(test_refused_not_stored),
         cmocka_unit_test(test_bound_handshakes), cmocka_unit_test(test_lru_order),
-        cmocka_unit_test(test_expiry),
+        cmocka_unit_test(test_expiry),           cmocka_unit_test(test_verified_chain_memo),
+        cmocka_unit_test(test_memo_validity),
     };
     return cmocka_run_group_tests(tests, pki_setup, pki_teardown);
 }
