@@ -13,6 +13,8 @@ pkgs=(
     libcmocka-dev              # unit-test framework
     libjansson-dev             # JSON output (probe --json) and, later, the HTTP API
     time                       # peak-RSS measurement in the integration tests
+    dnsmasq-base               # the real DNS server the DNS tests start on loopback (no service)
+    jq                         # JSON assertions in the integration tests
 )
 
 missing=()
