@@ -23,6 +23,10 @@ typedef void (*bench_fn)(struct bench_state *st);
 /* Registers fn under name (both borrowed: string literals). Called by BENCH_REGISTER. */
 void bench_register(const char *name, bench_fn fn);
 
+/* Like bench_register, but rates are per wall-clock second, not per CPU second: for
+ * benchmarks that wait on another process (a DNS server, a receiver). */
+void bench_register_real_time(const char *name, bench_fn fn);
+
 /* True while the benchmark should run one more iteration. */
 bool bench_next(struct bench_state *st);
 
@@ -45,6 +49,12 @@ const char *bench_scratch_dir(void);
     __attribute__((constructor)) static void bench_register_##fn(void) \
     {                                                                  \
         bench_register(#fn, fn);                                       \
+    }
+
+#define BENCH_REGISTER_REAL_TIME(fn)                                   \
+    __attribute__((constructor)) static void bench_register_##fn(void) \
+    {                                                                  \
+        bench_register_real_time(#fn, fn);                             \
     }
 
 #ifdef __cplusplus

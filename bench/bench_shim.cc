@@ -42,6 +42,13 @@ extern "C" void bench_register(const char *name, bench_fn fn)
             name, [fn](benchmark::State &st) { fn(reinterpret_cast<bench_state *>(&st)); });
 }
 
+extern "C" void bench_register_real_time(const char *name, bench_fn fn)
+{
+    benchmark::RegisterBenchmark(name, [fn](benchmark::State &st) {
+        fn(reinterpret_cast<bench_state *>(&st));
+    })->UseRealTime();
+}
+
 extern "C" bool bench_next(bench_state *st)
 {
     // KeepRunning() is the loop condition Google Benchmark offers to non-range loops.

@@ -7,6 +7,8 @@
 
 /* `floormta probe HOST[:PORT] --name MXNAME [--ca FILE] [--json] ...`.
  * Exit 0: the receiver meets the floor; 2: refused by the floor; 1: error.
+ * `floormta probe DOMAIN [--dns IP[:PORT]]... [--port N] ...`: every MX host address.
+ * Exit 0: at least one meets the floor; 2: none does; 1: DNS failure.
  * argv is borrowed; argv[0] is "probe". */
 int eng_cmd_probe(int argc, char **argv);
 

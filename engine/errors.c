@@ -4,6 +4,7 @@
  */
 #include "engine/errors.h"
 
+#include "dns/dns.h"
 #include "engine/loop.h"
 #include "engine/smtp_reply.h"
 #include "tls/tls.h"
@@ -12,6 +13,8 @@ const char *eng_describe_error(int err)
 {
     if (err <= -12000 && err > -13000)
         return tls_strerror(err);
+    if (err <= -11000 && err > -12000)
+        return dns_strerror(err);
     if (err <= -10100 && err > -10200)
         return smtp_strerror(err);
     return eng_strerror(err);

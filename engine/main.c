@@ -14,6 +14,9 @@ static void usage(FILE *f)
                "  probe HOST[:PORT] --name MXNAME [--ca FILE] [--floor 1.2|1.3] [--json]\n"
                "        connect to one receiving SMTP server, STARTTLS, and judge it\n"
                "        against the TLS floor (exit 0 pass, 2 refused, 1 error)\n"
+               "  probe DOMAIN [--dns IP[:PORT]]... [--port N] [--ca FILE] [--json]\n"
+               "        resolve the domain's MX hosts and judge every address of each\n"
+               "        (exit 0 one passes, 2 none passes, 1 DNS failure)\n"
                "\n"
                "`floormta COMMAND --help` describes a command.\n");
 }

@@ -1,11 +1,12 @@
 /*
- * engine/probe.c — `floormta probe`: connect to one receiving SMTP server, negotiate
- * STARTTLS and judge it against the floor, with the same state machine, loop and tls/
- * code that deliveries use. Prints a human summary or one JSON object (jansson).
+ * engine/probe.c — `floormta probe`: its command line, and the single-host mode:
+ * connect to one receiving SMTP server, negotiate STARTTLS and judge it against the
+ * floor, with the same state machine, loop and tls/ code that deliveries use. A
+ * domain instead of an address selects the MX mode (probe_mx.c); the reports are
+ * printed by probe_output.c.
  */
 #include <errno.h>
 #include <getopt.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,35 +18,30 @@
 #include "engine/errors.h"
 #include "engine/log.h"
 #include "engine/loop.h"
+#include "engine/probe_int.h"
 #include "engine/smtp_session.h"
-
-struct probe_opts {
-    const char *target;
-    const char *mx_name;
-    const char *ca_file;
-    const char *helo_name;
-    uint16_t floor;
-    unsigned timeout_ms;
-    bool json;
-};
-
-struct probe_run {
-    struct smtp_client result;
-    bool finished;
-    uint64_t elapsed_ms;
-};
 
 static void probe_usage(FILE *f)
 {
     fprintf(f, "usage: floormta probe HOST[:PORT] --name MXNAME [options]\n"
+               "       floormta probe DOMAIN [--dns IP[:PORT]]... [--port N] [options]\n"
                "\n"
                "Connects to the SMTP server at HOST (an IP address; PORT defaults to 25), reads\n"
                "the greeting, sends EHLO, requires STARTTLS, performs the TLS handshake and\n"
                "judges it against the floor: TLS version, certificate chain, host name MXNAME,\n"
                "dates, key and signature strength. Then EHLO again over TLS and QUIT.\n"
                "\n"
+               "With a DOMAIN instead of an address, resolves its MX set (RFC 5321 5.1: MX\n"
+               "hosts by preference, or the domain itself when it has no MX; a null MX means\n"
+               "no mail) and probes every address of every MX host at once, each against its\n"
+               "own MX host name. Prints one row per MX host address.\n"
+               "\n"
                "options:\n"
-               "  --name MXNAME     the MX host name the certificate must match (required)\n"
+               "  --name MXNAME     the name the certificate must match (required with HOST;\n"
+               "                    with DOMAIN it replaces every MX host's name)\n"
+               "  --dns IP[:PORT]   DNS server for DOMAIN (repeatable or comma-separated;\n"
+               "                    default: /etc/resolv.conf)\n"
+               "  --port N          SMTP port (default 25; HOST:PORT wins over it)\n"
                "  --ca FILE         trusted roots (PEM); default: the system bundle\n"
                "  --floor 1.2|1.3   minimum TLS version (default 1.2)\n"
                "  --helo NAME       our EHLO name (default: this host's name)\n"
@@ -53,7 +49,35 @@ static void probe_usage(FILE *f)
                "  --json            print one JSON object instead of the summary\n"
                "  -v, --verbose     log every protocol step to stderr\n"
                "\n"
-               "exit status: 0 meets the floor, 2 refused by the floor, 1 error\n");
+               "exit status, HOST: 0 meets the floor, 2 refused by the floor, 1 error\n"
+               "             DOMAIN: 0 at least one MX host address meets the floor, 2 none\n"
+               "             does (refused or unreachable), 1 DNS failure (nxdomain, null_mx,\n"
+               "             no_address, servfail, timeout, ...) or a bad command line\n");
+}
+
+/* Appends one --dns value (itself possibly a comma-separated list) to o->dns_servers. */
+static int add_dns(struct probe_opts *o, const char *arg)
+{
+    size_t used = strlen(o->dns_servers);
+    int n = snprintf(o->dns_servers + used, sizeof(o->dns_servers) - used, "%s%s", used ? "," : "",
+                     arg);
+    if (!*arg || n < 0 || (size_t)n >= sizeof(o->dns_servers) - used) {
+        fprintf(stderr, "floormta probe: --dns: empty or too many servers\n");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int parse_number(const char *opt, const char *arg, long min, long max, long *out)
+{
+    char *end = NULL;
+    long v = strtol(arg, &end, 10);
+    if (end == arg || *end != '\0' || v < min || v > max) {
+        fprintf(stderr, "floormta probe: %s takes %ld..%ld\n", opt, min, max);
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
 }
 
 static int parse_opts(int argc, char **argv, struct probe_opts *o)
@@ -64,6 +88,8 @@ static int parse_opts(int argc, char **argv, struct probe_opts *o)
         { "floor", required_argument, NULL, 'f' },
         { "helo", required_argument, NULL, 'H' },
         { "timeout", required_argument, NULL, 't' },
+        { "dns", required_argument, NULL, 'd' },
+        { "port", required_argument, NULL, 'p' },
         { "json", no_argument, NULL, 'j' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
@@ -71,10 +97,10 @@ static int parse_opts(int argc, char **argv, struct probe_opts *o)
     };
     o->floor = TLS_VERSION_1_2;
     o->timeout_ms = 30000;
+    o->port = 25;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
-        char *end = NULL;
         long v;
         switch (c) {
         case 'n': o->mx_name = optarg; break;
@@ -83,6 +109,15 @@ static int parse_opts(int argc, char **argv, struct probe_opts *o)
         case 'j': o->json = true; break;
         case 'v': eng_log_set_level(ENG_LOG_DEBUG); break;
         case 'h': probe_usage(stdout); exit(0);
+        case 'd':
+            if (add_dns(o, optarg) < 0)
+                return -EINVAL;
+            break;
+        case 'p':
+            if (parse_number("--port", optarg, 1, 65535, &v) < 0)
+                return -EINVAL;
+            o->port = (uint16_t)v;
+            break;
         case 'f':
             if (tls_version_parse(optarg, &o->floor) < 0 ||
                 (o->floor != TLS_VERSION_1_2 && o->floor != TLS_VERSION_1_3)) {
@@ -91,30 +126,22 @@ static int parse_opts(int argc, char **argv, struct probe_opts *o)
             }
             break;
         case 't':
-            v = strtol(optarg, &end, 10);
-            if (*end != '\0' || v < 1 || v > 3600) {
-                fprintf(stderr, "floormta probe: --timeout takes 1..3600 seconds\n");
+            if (parse_number("--timeout", optarg, 1, 3600, &v) < 0)
                 return -EINVAL;
-            }
             o->timeout_ms = (unsigned)v * 1000;
             break;
         default: return -EINVAL;
         }
     }
     if (optind != argc - 1) {
-        fprintf(stderr, "floormta probe: give exactly one HOST[:PORT]\n");
+        fprintf(stderr, "floormta probe: give exactly one HOST[:PORT] or DOMAIN\n");
         return -EINVAL;
     }
     o->target = argv[optind];
-    if (!o->mx_name) {
-        fprintf(stderr, "floormta probe: --name MXNAME is required (the name the receiver's "
-                        "certificate must match)\n");
-        return -EINVAL;
-    }
     return 0;
 }
 
-static uint64_t monotonic_ms(void)
+uint64_t eng_probe_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -126,137 +153,6 @@ static void on_done(void *arg, const struct smtp_client *result)
     struct probe_run *run = arg;
     run->result = *result;
     run->finished = true;
-}
-
-static void format_time(int64_t t, char *out, size_t cap)
-{
-    if (t == 0) {
-        snprintf(out, cap, "-");
-        return;
-    }
-    time_t tt = (time_t)t;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-static const char *or_dash(const char *s)
-{
-    return (s && *s) ? s : "-";
-}
-
-static void print_problems(FILE *f, uint32_t problems)
-{
-    for (int r = 0; r < TLS_REASON__COUNT; r++)
-        if (problems & (1u << r))
-            fprintf(f, " %s", tls_reason_name((enum tls_reason)r));
-}
-
-static void print_human(const struct probe_opts *o, const char *where, const struct probe_run *run)
-{
-    const struct smtp_client *c = &run->result;
-    const struct tls_evidence *ev = &c->verdict.ev;
-    char caps[256], nb[32], na[32], fp[65];
-
-    printf("probe %s[%s] floor %s\n", o->mx_name, where, tls_version_name(o->floor));
-    switch (c->outcome) {
-    case SMTPC_OUTCOME_PASS: printf("  result    PASS\n"); break;
-    case SMTPC_OUTCOME_REFUSED:
-        printf("  result    REFUSE %s (%s)\n", tls_reason_name(c->verdict.reason),
-               tls_reason_text(c->verdict.reason));
-        break;
-    default:
-        printf("  result    ERROR %s (during %s)\n", eng_describe_error(c->err),
-               smtpc_state_name(c->err_state));
-        break;
-    }
-    printf("  greeting  %s\n", or_dash(c->greeting));
-    printf("  ehlo      %s\n", or_dash(smtp_caps_format(&c->caps, caps, sizeof(caps))));
-    printf("  last      %s\n", or_dash(c->last_reply));
-    printf("  tls       %s %s%s\n", ev->version ? tls_version_name(ev->version) : "-",
-           or_dash(ev->cipher), ev->resumed ? " (resumed)" : "");
-    if (ev->has_cert) {
-        format_time(ev->not_before, nb, sizeof(nb));
-        format_time(ev->not_after, na, sizeof(na));
-        printf("  subject   %s\n  issuer    %s\n  sans      %s\n", or_dash(ev->subject),
-               or_dash(ev->issuer), or_dash(ev->sans));
-        printf("  validity  %s .. %s\n  key       %s %d bits\n", nb, na, or_dash(ev->key_type),
-               ev->key_bits);
-        printf("  sha256    %s\n", tls_evidence_fingerprint(ev, fp, sizeof(fp)));
-    }
-    if (ev->problems) {
-        printf("  problems ");
-        print_problems(stdout, ev->problems);
-        printf("\n");
-    }
-    if (ev->detail[0])
-        printf("  detail    %s\n", ev->detail);
-    printf("  elapsed   %llu ms\n", (unsigned long long)run->elapsed_ms);
-}
-
-static json_t *json_evidence(const struct tls_evidence *ev)
-{
-    char nb[32], na[32], fp[65];
-    json_t *tls = json_object();
-    json_object_set_new(tls, "version",
-                        ev->version ? json_string(tls_version_name(ev->version)) : json_null());
-    json_object_set_new(tls, "cipher", ev->cipher[0] ? json_string(ev->cipher) : json_null());
-    json_object_set_new(tls, "resumed", json_boolean(ev->resumed));
-    if (ev->has_cert) {
-        format_time(ev->not_before, nb, sizeof(nb));
-        format_time(ev->not_after, na, sizeof(na));
-        json_t *cert = json_object();
-        json_object_set_new(cert, "subject", json_string(ev->subject));
-        json_object_set_new(cert, "issuer", json_string(ev->issuer));
-        json_object_set_new(cert, "sans", json_string(ev->sans));
-        json_object_set_new(cert, "not_before", json_string(nb));
-        json_object_set_new(cert, "not_after", json_string(na));
-        json_object_set_new(cert, "sha256", json_string(tls_evidence_fingerprint(ev, fp, 65)));
-        json_object_set_new(cert, "key_type", json_string(ev->key_type));
-        json_object_set_new(cert, "key_bits", json_integer(ev->key_bits));
-        json_object_set_new(tls, "certificate", cert);
-    } else {
-        json_object_set_new(tls, "certificate", json_null());
-    }
-    json_t *problems = json_array();
-    for (int r = 0; r < TLS_REASON__COUNT; r++)
-        if (ev->problems & (1u << r))
-            json_array_append_new(problems, json_string(tls_reason_name((enum tls_reason)r)));
-    json_object_set_new(tls, "problems", problems);
-    json_object_set_new(tls, "detail", ev->detail[0] ? json_string(ev->detail) : json_null());
-    return tls;
-}
-
-static void print_json(const struct probe_opts *o, const char *where, const struct probe_run *run)
-{
-    const struct smtp_client *c = &run->result;
-    char caps[256];
-    json_t *root = json_object();
-    json_object_set_new(root, "address", json_string(where));
-    json_object_set_new(root, "name", json_string(o->mx_name));
-    json_object_set_new(root, "floor", json_string(tls_version_name(o->floor)));
-    json_object_set_new(root, "result", json_string(smtpc_outcome_name(c->outcome)));
-    bool decided = c->outcome == SMTPC_OUTCOME_PASS || c->outcome == SMTPC_OUTCOME_REFUSED;
-    json_object_set_new(root, "reason",
-                        decided ? json_string(tls_reason_name(c->verdict.reason)) : json_null());
-    json_object_set_new(root, "reason_text",
-                        decided ? json_string(tls_reason_text(c->verdict.reason)) : json_null());
-    if (c->outcome == SMTPC_OUTCOME_ERROR) {
-        json_object_set_new(root, "error", json_string(eng_describe_error(c->err)));
-        json_object_set_new(root, "error_state", json_string(smtpc_state_name(c->err_state)));
-    } else {
-        json_object_set_new(root, "error", json_null());
-        json_object_set_new(root, "error_state", json_null());
-    }
-    json_object_set_new(root, "greeting", json_string(c->greeting));
-    json_object_set_new(root, "ehlo", json_string(smtp_caps_format(&c->caps, caps, 256)));
-    json_object_set_new(root, "starttls_offered", json_boolean(c->starttls_offered));
-    json_object_set_new(root, "last_reply", json_string(c->last_reply));
-    json_object_set_new(root, "tls", json_evidence(&c->verdict.ev));
-    json_object_set_new(root, "elapsed_ms", json_integer((json_int_t)run->elapsed_ms));
-    json_dumpf(root, stdout, JSON_INDENT(2));
-    fputc('\n', stdout);
-    json_decref(root);
 }
 
 static int run_probe(const struct probe_opts *o, const struct sockaddr_storage *addr,
@@ -288,15 +184,73 @@ static int run_probe(const struct probe_opts *o, const struct sockaddr_storage *
         .reply_timeout_ms = o->timeout_ms,
         .send_timeout_ms = o->timeout_ms,
     };
-    uint64_t start = monotonic_ms();
+    uint64_t start = eng_probe_now_ms();
     rc = smtp_session_start(loop, &scfg, (const struct sockaddr *)addr, addrlen, on_done, run);
     if (rc == 0)
         rc = eng_loop_run(loop);
-    run->elapsed_ms = monotonic_ms() - start;
+    run->elapsed_ms = eng_probe_now_ms() - start;
     if (rc < 0)
         fprintf(stderr, "floormta probe: %s\n", eng_describe_error(rc));
     eng_loop_free(loop);
     tls_ctx_free(tls);
+    return rc;
+}
+
+/* A domain as the MX mode takes it: at least two labels, letters, digits, '-', '.'
+ * and '_' only (dns/ checks the rest). A single label is far more often a mistyped
+ * address than a mail domain, and would go to the search list of resolv.conf. */
+static bool looks_like_domain(const char *s)
+{
+    if (!strchr(s, '.') || s[0] == '.')
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '.' || *p == '_'))
+            return false;
+    return true;
+}
+
+static int probe_one_host(struct probe_opts *o, const struct sockaddr_storage *addr,
+                          socklen_t addrlen)
+{
+    if (!o->mx_name) {
+        fprintf(stderr, "floormta probe: --name MXNAME is required (the name the receiver's "
+                        "certificate must match)\n");
+        return 1;
+    }
+    if (o->dns_servers[0])
+        fprintf(stderr, "floormta probe: --dns is ignored for an address\n");
+    char where[64];
+    eng_addr_format((const struct sockaddr *)addr, where, sizeof(where));
+
+    struct probe_run run = { 0 };
+    if (run_probe(o, addr, addrlen, &run) < 0 || !run.finished)
+        return 1;
+    eng_probe_print_host(o, where, &run);
+    fflush(stdout);
+    switch (run.result.outcome) {
+    case SMTPC_OUTCOME_PASS: return 0;
+    case SMTPC_OUTCOME_REFUSED: return 2;
+    default: return 1;
+    }
+}
+
+static int probe_domain(const struct probe_opts *o)
+{
+    struct probe_mx_report rep;
+    if (eng_probe_mx_run(o, &rep) < 0)
+        return 1;
+    eng_probe_print_mx(o, &rep);
+    fflush(stdout);
+    int rc = 1; /* no row: the DNS said where not to go, or could not say */
+    for (size_t i = 0; i < rep.nrows; i++) {
+        rc = 2;
+        if (rep.rows[i].run.result.outcome == SMTPC_OUTCOME_PASS) {
+            rc = 0;
+            break;
+        }
+    }
+    free(rep.rows);
     return rc;
 }
 
@@ -311,25 +265,13 @@ int eng_cmd_probe(int argc, char **argv)
     }
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    if (eng_addr_parse(o.target, 25, &addr, &addrlen) < 0) {
-        fprintf(stderr, "floormta probe: '%s' is not IP[:PORT] (e.g. 192.0.2.1:25, [::1]:25)\n",
-                o.target);
-        return 1;
-    }
-    char where[64];
-    eng_addr_format((const struct sockaddr *)&addr, where, sizeof(where));
-
-    struct probe_run run = { 0 };
-    if (run_probe(&o, &addr, addrlen, &run) < 0 || !run.finished)
-        return 1;
-    if (o.json)
-        print_json(&o, where, &run);
-    else
-        print_human(&o, where, &run);
-    fflush(stdout);
-    switch (run.result.outcome) {
-    case SMTPC_OUTCOME_PASS: return 0;
-    case SMTPC_OUTCOME_REFUSED: return 2;
-    default: return 1;
-    }
+    if (eng_addr_parse(o.target, o.port, &addr, &addrlen) == 0)
+        return probe_one_host(&o, &addr, addrlen);
+    if (looks_like_domain(o.target))
+        return probe_domain(&o);
+    fprintf(stderr,
+            "floormta probe: '%s' is neither IP[:PORT] (e.g. 192.0.2.1:25, [::1]:25) nor a "
+            "domain (e.g. example.com)\n",
+            o.target);
+    return 1;
 }
