@@ -32,6 +32,7 @@ struct tls_conn;
 #define SINK_MSG_MAX     52428800u   /* message size limit, as advertised in EHLO SIZE */
 #define SINK_RCPT_MAX    1000u       /* recipients per transaction */
 #define SINK_FLOOD_BYTES (10u << 20) /* flood profile: 'a' bytes after "220 " */
+#define SINK_TRICKLE_MS  200u        /* trickle profile: between two greeting bytes */
 #define SINK_NAME_MAX    255         /* --name length */
 #define SINK_RBUF_CAP    16384       /* received bytes: ciphertext, then plaintext */
 #define SINK_OUT_CAP     8192        /* bytes on the wire: replies or TLS records */
@@ -46,9 +47,11 @@ struct tls_conn;
 /* ---- profiles ---------------------------------------------------------------------- */
 
 enum sink_mode {
-    SINK_MODE_SMTP,  /* the normal dialogue */
-    SINK_MODE_STALL, /* accept, then say nothing until the client leaves */
-    SINK_MODE_FLOOD, /* a 10 MiB greeting line without CRLF */
+    SINK_MODE_SMTP,    /* the normal dialogue */
+    SINK_MODE_STALL,   /* accept, then say nothing until the client leaves */
+    SINK_MODE_FLOOD,   /* a 10 MiB greeting line without CRLF */
+    SINK_MODE_TRICKLE, /* the greeting one byte at a time, SINK_TRICKLE_MS apart, then
+                        * silence: a client must bound a whole reply, not each read */
 };
 
 enum sink_starttls {
@@ -129,6 +132,7 @@ void sink_server_replies(struct sink_server *srv);
     X(SINK_S_NEW, "new")             \
     X(SINK_S_STALL, "stall")         \
     X(SINK_S_FLOOD, "flood")         \
+    X(SINK_S_TRICKLE, "trickle")     \
     X(SINK_S_GREETED, "greeted")     \
     X(SINK_S_READY, "ready")         \
     X(SINK_S_MAIL, "mail")           \

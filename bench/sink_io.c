@@ -208,8 +208,8 @@ static void pump(struct sink_session *s)
 
 static void on_recv(struct sink_session *s, int res)
 {
-    if (res == -ETIMEDOUT && s->state == SINK_S_STALL) {
-        arm_recv(s); /* stall holds the connection until the client gives up */
+    if (res == -ETIMEDOUT && (s->state == SINK_S_STALL || s->state == SINK_S_TRICKLE)) {
+        arm_recv(s); /* these hold the connection until the client gives up */
         return;
     }
     if (res == -ETIMEDOUT) {
@@ -225,7 +225,7 @@ static void on_recv(struct sink_session *s, int res)
         conn_close(s, res == 0 ? "eof" : eng_strerror(res));
         return;
     }
-    if (s->state == SINK_S_STALL || s->state == SINK_S_FLOOD) {
+    if (s->state == SINK_S_STALL || s->state == SINK_S_FLOOD || s->state == SINK_S_TRICKLE) {
         arm_recv(s); /* discard: these profiles never listen */
         return;
     }
@@ -260,6 +260,25 @@ static void flood_send(struct sink_session *s)
         conn_close(s, eng_strerror(err));
 }
 
+/* ---- trickle ---------------------------------------------------------------------- */
+
+/* Waits, then sends the greeting's next byte; after the last one, silence. */
+static void trickle_next(struct sink_session *s)
+{
+    if (s->flood_sent >= s->srv->greeting_len)
+        return;
+    int err = eng_op_timer(s->srv->loop, s->h, SINK_TRICKLE_MS);
+    if (err != 0)
+        conn_close(s, eng_strerror(err));
+}
+
+static void trickle_send(struct sink_session *s)
+{
+    int err = eng_op_send(s->srv->loop, s->h, s->srv->greeting + s->flood_sent, 1, SINK_IDLE_MS);
+    if (err != 0)
+        conn_close(s, eng_strerror(err));
+}
+
 /* ---- completions ------------------------------------------------------------------ */
 
 static void on_send(struct sink_session *s, int res)
@@ -271,6 +290,11 @@ static void on_send(struct sink_session *s, int res)
     if (s->state == SINK_S_FLOOD) {
         s->flood_sent += (uint64_t)res;
         flood_send(s);
+        return;
+    }
+    if (s->state == SINK_S_TRICKLE) {
+        s->flood_sent += (uint64_t)res;
+        trickle_next(s);
         return;
     }
     s->out_sent += (size_t)res;
@@ -290,6 +314,7 @@ static void on_complete(void *ctx, const struct eng_completion *comp)
     switch (comp->op) {
     case ENG_OP_RECV: on_recv(s, comp->res); break;
     case ENG_OP_SEND: on_send(s, comp->res); break;
+    case ENG_OP_TIMER: trickle_send(s); break;
     default: break;
     }
 }
@@ -385,6 +410,10 @@ void sink_conn_accept(struct sink_listener *lst, int fd)
         }
         flood_send(s);
         arm_recv(s); /* to notice the client leaving */
+        break;
+    case SINK_S_TRICKLE:
+        trickle_next(s);
+        arm_recv(s);
         break;
     default:
         flush(s);

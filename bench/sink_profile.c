@@ -45,6 +45,7 @@ static const struct sink_profile profiles[] = {
     { "starttls-454", SMTP, SINK_STARTTLS_454, NULL, 0, 0 },
     { "stall", SINK_MODE_STALL, NO, NULL, 0, 0 },
     { "flood", SINK_MODE_FLOOD, NO, NULL, 0, 0 },
+    { "trickle", SINK_MODE_TRICKLE, NO, NULL, 0, 0 },
 };
 #define PROFILE_COUNT (sizeof(profiles) / sizeof(profiles[0]))
 

@@ -50,6 +50,7 @@ void sink_session_start(struct sink_session *s)
     switch (s->lst->profile->mode) {
     case SINK_MODE_STALL: set_state(s, SINK_S_STALL); return;
     case SINK_MODE_FLOOD: set_state(s, SINK_S_FLOOD); return;
+    case SINK_MODE_TRICKLE: set_state(s, SINK_S_TRICKLE); return;
     case SINK_MODE_SMTP: break;
     }
     sink_out_put(s, s->srv->greeting, s->srv->greeting_len);

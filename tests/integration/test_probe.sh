@@ -6,7 +6,7 @@
 
 make_pki
 PROFILES=(none tls1.0-only tls1.1-only tls1.2 tls1.3 self-signed expired not-yet-valid
-    wrong-name untrusted-ca weak-key weak-sig starttls-454 stall flood)
+    wrong-name untrusted-ca weak-key weak-sig starttls-454 stall flood trickle)
 start_sink sinks "${PROFILES[@]}"
 
 # probe PROFILE [ARGS...]: runs the probe (bounded by an outer timeout), sets OUT and RC.
@@ -82,6 +82,13 @@ probe stall --timeout 2
 check "stall: exit 1" [ "$RC" -eq 1 ]
 check "stall: timed out" has '"error": "Connection timed out"'
 check "stall: during greeting" has '"error_state": "greeting"'
+
+# A receiver that trickles its greeting a byte every 200 ms (about 8 s in all) is cut by
+# the reply deadline, not kept alive by each byte: the error comes during the greeting.
+probe trickle --timeout 2
+check "trickle: exit 1" [ "$RC" -eq 1 ]
+check "trickle: timed out" has '"error": "Connection timed out"'
+check "trickle: cut during the greeting" has '"error_state": "greeting"'
 
 # A 10 MB reply line is cut at the line bound, without buffering it: the probe's peak
 # RSS stays within a few MB of a normal probe's.
