@@ -7,6 +7,7 @@
 #include "dns/dns.h"
 #include "engine/loop.h"
 #include "engine/smtp_reply.h"
+#include "queue/queue.h"
 #include "tls/tls.h"
 
 const char *eng_describe_error(int err)
@@ -15,6 +16,8 @@ const char *eng_describe_error(int err)
         return tls_strerror(err);
     if (err <= -11000 && err > -12000)
         return dns_strerror(err);
+    if (err <= -13000 && err > -14000)
+        return queue_strerror(err);
     if (err <= -10100 && err > -10200)
         return smtp_strerror(err);
     return eng_strerror(err);
