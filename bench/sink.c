@@ -10,7 +10,9 @@
  * Once every listener is bound it prints "listening ADDR:PORT profile=PROFILE" per
  * listener on stdout (the real port when PORT was 0) and writes the same lines to the
  * ready file (atomically). SIGTERM / SIGINT stop it: the counters are printed as
- * "sink: messages=N bytes=B connections=C tls_handshakes=H" and it exits 0.
+ * "sink: messages=N bytes=B connections=C tls_handshakes=H rsets=R pipelined=P
+ * rcpts_refused=F" and it exits 0. Recipient conventions (tempfail-*, reject-*) are
+ * in sink.h.
  * Bad arguments exit 1 with a message on stderr.
  */
 #include "bench/sink.h"
@@ -498,10 +500,13 @@ int main(int argc, char **argv)
         }
     }
     if (rc == 0) {
-        printf("sink: messages=%llu bytes=%llu connections=%llu tls_handshakes=%llu\n",
+        printf("sink: messages=%llu bytes=%llu connections=%llu tls_handshakes=%llu rsets=%llu "
+               "pipelined=%llu rcpts_refused=%llu\n",
                (unsigned long long)srv.stats.messages, (unsigned long long)srv.stats.bytes,
                (unsigned long long)srv.stats.connections,
-               (unsigned long long)srv.stats.tls_handshakes);
+               (unsigned long long)srv.stats.tls_handshakes, (unsigned long long)srv.stats.rsets,
+               (unsigned long long)srv.stats.pipelined,
+               (unsigned long long)srv.stats.rcpts_refused);
         fflush(stdout);
     }
     teardown(&srv, lst, args.nlisten);

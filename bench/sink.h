@@ -47,11 +47,14 @@ struct tls_conn;
 /* ---- profiles ---------------------------------------------------------------------- */
 
 enum sink_mode {
-    SINK_MODE_SMTP,    /* the normal dialogue */
-    SINK_MODE_STALL,   /* accept, then say nothing until the client leaves */
-    SINK_MODE_FLOOD,   /* a 10 MiB greeting line without CRLF */
-    SINK_MODE_TRICKLE, /* the greeting one byte at a time, SINK_TRICKLE_MS apart, then
-                        * silence: a client must bound a whole reply, not each read */
+    SINK_MODE_SMTP,      /* the normal dialogue */
+    SINK_MODE_STALL,     /* accept, then say nothing until the client leaves */
+    SINK_MODE_FLOOD,     /* a 10 MiB greeting line without CRLF */
+    SINK_MODE_TRICKLE,   /* the greeting one byte at a time, SINK_TRICKLE_MS apart, then
+                          * silence: a client must bound a whole reply, not each read */
+    SINK_MODE_DROP_DATA, /* the normal dialogue, but the connection is dropped (no reply)
+                          * as soon as body bytes arrive after 354: a receiver that
+                          * crashes mid-DATA */
 };
 
 enum sink_starttls {
@@ -82,7 +85,17 @@ struct sink_stats {
     uint64_t bytes;          /* body bytes of accepted messages */
     uint64_t connections;    /* connections accepted */
     uint64_t tls_handshakes; /* server handshakes completed */
+    uint64_t rsets;          /* RSET commands */
+    uint64_t pipelined;      /* commands that arrived behind another in the same read */
+    uint64_t rcpts_refused;  /* RCPTs refused by the local-part conventions below */
 };
+
+/* Recipient conventions (every profile with the normal dialogue), by local part:
+ *   tempfail-*  ->  451 4.2.0 (deferred by the client)
+ *   reject-*    ->  550 5.1.1 (bounced by the client)
+ * anything else is accepted. */
+#define SINK_RCPT_TEMPFAIL "tempfail-"
+#define SINK_RCPT_REJECT   "reject-"
 
 struct sink_session;
 
@@ -181,6 +194,7 @@ struct sink_session {
     bool discarding;
 
     /* transaction */
+    uint32_t batch; /* commands taken in the current sink_session_input call */
     uint32_t rcpts;
     uint64_t body_bytes;
     uint8_t body_match; /* chars of "\r\n.\r\n" matched */

@@ -46,6 +46,7 @@ static const struct sink_profile profiles[] = {
     { "stall", SINK_MODE_STALL, NO, NULL, 0, 0 },
     { "flood", SINK_MODE_FLOOD, NO, NULL, 0, 0 },
     { "trickle", SINK_MODE_TRICKLE, NO, NULL, 0, 0 },
+    { "drop-data", SINK_MODE_DROP_DATA, YES, "valid", V12, V13 },
 };
 #define PROFILE_COUNT (sizeof(profiles) / sizeof(profiles[0]))
 

@@ -51,7 +51,8 @@ void sink_session_start(struct sink_session *s)
     case SINK_MODE_STALL: set_state(s, SINK_S_STALL); return;
     case SINK_MODE_FLOOD: set_state(s, SINK_S_FLOOD); return;
     case SINK_MODE_TRICKLE: set_state(s, SINK_S_TRICKLE); return;
-    case SINK_MODE_SMTP: break;
+    case SINK_MODE_SMTP:
+    case SINK_MODE_DROP_DATA: break;
     }
     sink_out_put(s, s->srv->greeting, s->srv->greeting_len);
     set_state(s, SINK_S_GREETED);
@@ -190,6 +191,22 @@ static enum sink_action cmd_rcpt(struct sink_session *s, const char *line, size_
         REPLY(s, "452 4.5.3 Error: too many recipients\r\n");
         return SINK_ACT_MORE;
     }
+    /* The local part picks the answer (see SINK_RCPT_TEMPFAIL): failure paths of a
+     * client can be tested next to accepted recipients of the same transaction. */
+    const char *lt = memchr(line, '<', len);
+    size_t rest = lt ? len - (size_t)(lt + 1 - line) : 0;
+    if (lt && rest >= sizeof(SINK_RCPT_TEMPFAIL) - 1 &&
+        strncasecmp(lt + 1, SINK_RCPT_TEMPFAIL, sizeof(SINK_RCPT_TEMPFAIL) - 1) == 0) {
+        s->srv->stats.rcpts_refused++;
+        REPLY(s, "451 4.2.0 Recipient temporarily unavailable\r\n");
+        return SINK_ACT_MORE;
+    }
+    if (lt && rest >= sizeof(SINK_RCPT_REJECT) - 1 &&
+        strncasecmp(lt + 1, SINK_RCPT_REJECT, sizeof(SINK_RCPT_REJECT) - 1) == 0) {
+        s->srv->stats.rcpts_refused++;
+        REPLY(s, "550 5.1.1 Recipient address rejected: User unknown\r\n");
+        return SINK_ACT_MORE;
+    }
     s->rcpts++;
     REPLY(s, "250 2.1.5 Ok\r\n");
     if (s->state != SINK_S_RCPT)
@@ -220,6 +237,7 @@ static enum sink_action cmd_data(struct sink_session *s, const char *arg)
 
 static enum sink_action cmd_rset(struct sink_session *s)
 {
+    s->srv->stats.rsets++;
     reset_transaction(s);
     REPLY(s, "250 2.0.0 Ok\r\n");
     if (s->state == SINK_S_MAIL || s->state == SINK_S_RCPT)
@@ -265,6 +283,9 @@ static enum sink_action command(struct sink_session *s, const char *line, size_t
 /* A complete line ending in LF (data[0, len), len includes the LF). */
 static enum sink_action line_done(struct sink_session *s, const char *data, size_t len)
 {
+    /* A command behind another in the same input was pipelined (RFC 2920). */
+    if (++s->batch > 1)
+        s->srv->stats.pipelined++;
     len--;
     if (len > 0 && data[len - 1] == '\r')
         len--;
@@ -334,6 +355,8 @@ static enum sink_action take_body(struct sink_session *s, const char *data, size
     }
     s->body_match = m;
     *used = i;
+    if (i > 0 && s->lst->profile->mode == SINK_MODE_DROP_DATA)
+        return SINK_ACT_CLOSE; /* no reply: the client must not count it delivered */
 
     uint64_t total = s->body_bytes + i;
     if (total > (uint64_t)SINK_MSG_MAX + 3)
@@ -369,6 +392,7 @@ enum sink_action sink_session_input(struct sink_session *s, const char *data, si
 {
     size_t pos = 0;
     enum sink_action act = SINK_ACT_MORE;
+    s->batch = 0;
     while (pos < len && act == SINK_ACT_MORE) {
         if (s->state != SINK_S_GREETED && s->state != SINK_S_READY && s->state != SINK_S_MAIL &&
             s->state != SINK_S_RCPT && s->state != SINK_S_DATA) {

@@ -7,6 +7,18 @@
  * plain copy) into `out` -> send. One recv and one send at most are in flight; each has
  * a timeout. The session is freed only from on_release, when the loop says nothing is
  * in flight.
+ *
+ * Body path (state BODY): source -> smtp_dotstuff_encode into `plain` (one TLS record's
+ * worth) -> tls_conn_write -> drain into `out` -> send; the next chunk is made when
+ * that send has completed, so the body never occupies more than the fixed buffers.
+ * `plain` only carries a chunk within one call, as it only carries received plaintext
+ * within one call, so the two never meet. A recv stays armed meanwhile: a receiver that
+ * replies early or hangs up ends the transaction at once, not after 50 MB.
+ *
+ * Owner callbacks (delivery mode) run from session_act(), which first reports a
+ * transaction the last step ended (txn_done), then acts; READY calls ready. The owner
+ * may call smtp_session_deliver/quit from ready, which re-enters session_act: safe,
+ * because session_act is always the last thing its callers do with the state.
  */
 #include "engine/smtp_session.h"
 
@@ -21,9 +33,13 @@
 #include "engine/addr.h"
 #include "engine/errors.h"
 #include "engine/log.h"
+#include "engine/smtp_dotstuff.h"
 
-#define SESSION_IN_MAX  16384
-#define SESSION_OUT_MAX 20480 /* a TLS flight (certificate chains) fits */
+#define SESSION_IN_MAX 16384
+#define SESSION_OUT_MAX                                                                  \
+    20480                        /* a TLS flight (certificate chains) fits, and one full \
+                                  * TLS record of body with its overhead */
+#define SESSION_BODY_CHUNK 16384 /* plaintext per body chunk: one TLS record */
 
 struct smtp_session {
     struct eng_loop *loop;
@@ -38,10 +54,23 @@ struct smtp_session {
     struct smtp_client sm;
     struct tls_conn *tls;
     bool closing;               /* CLOSE decided: flush `out`, then close */
+    bool idle;                  /* delivery: READY reported, the owner may deliver/quit */
     uint64_t reply_deadline_ms; /* loop time by which the awaited reply (or TLS flight)
                                  * must be complete */
+    uint64_t send_deadline_ms;  /* ... by which all of `out` must be sent */
+    uint64_t recv_deadline_ms;  /* the deadline the recv in flight was armed with */
+    uint64_t idle_deadline_ms;  /* ... by which the owner must decide in READY */
     smtp_session_done_fn done;
     void *done_arg;
+    const struct smtp_session_ops *ops; /* delivery mode; NULL for the probe */
+
+    /* The transaction under way (borrowed from the owner) and its body's progress. */
+    const struct smtp_txn *txn;
+    struct smtp_dotstuff ds;
+    uint64_t body_off;     /* source bytes consumed */
+    const char *body_view; /* the source's current piece, not yet encoded */
+    size_t body_view_len;
+    bool body_eof;
 
     struct smtp_reply_parser rp;
     struct smtp_reply reply;
@@ -85,10 +114,19 @@ static void log_decision(const struct smtp_session *s)
             ev->version ? tls_version_name(ev->version) : "-", ev->cipher[0] ? ev->cipher : "-",
             ev->resumed, ev->subject, ev->issuer, (long long)ev->not_after, fp[0] ? fp : "-",
             ev->detail);
+    /* A delivery session can pass the floor and fail later (timeout, lost connection,
+     * 421): that ended its transactions, so say so. */
+    if (c->mode == SMTPC_MODE_DELIVER && c->err != 0)
+        eng_log(ENG_LOG_INFO,
+                "smtp-session peer=%s result=error state=%s error=\"%s\" last=\"%s\" "
+                "transactions=%llu",
+                c->peer, smtpc_state_name(c->err_state), eng_describe_error(c->err), c->last_reply,
+                (unsigned long long)c->txns);
 }
 
 static void session_finish(struct smtp_session *s)
 {
+    s->idle = false;
     if (s->done) {
         log_decision(s);
         smtp_session_done_fn done = s->done;
@@ -106,26 +144,51 @@ static void start_reply_clock(struct smtp_session *s)
     s->reply_deadline_ms = eng_loop_now_ms(s->loop) + s->cfg.reply_timeout_ms;
 }
 
+static unsigned ms_left(const struct smtp_session *s, uint64_t deadline)
+{
+    uint64_t now = eng_loop_now_ms(s->loop);
+    return deadline > now ? (unsigned)(deadline - now) : 1;
+}
+
+/* A recv may outlive the reply it was armed for: pipelined replies come in several
+ * reads, and the recv armed after the first can still be waiting when the body starts
+ * or when the next reply is due. So its timeout is checked against the deadline of
+ * the moment (on_recv), and one armed with a later deadline than the current one is
+ * cancelled and armed again (the -ECANCELED completion re-arms). During BODY the recv
+ * only listens for an early reply or a hang-up; the body's send deadlines bound BODY. */
 static void arm_recv(struct smtp_session *s)
 {
-    if (eng_handle_busy(s->loop, s->h, ENG_OP_RECV))
+    /* READY waits for the owner, not for the receiver. */
+    if (s->sm.state == SMTPC_READY || s->closing)
         return;
-    uint64_t now = eng_loop_now_ms(s->loop);
-    unsigned left = s->reply_deadline_ms > now ? (unsigned)(s->reply_deadline_ms - now) : 1;
-    int rc = eng_op_recv(s->loop, s->h, s->in, sizeof(s->in), left);
+    uint64_t deadline = s->sm.state == SMTPC_BODY
+                                ? eng_loop_now_ms(s->loop) + s->cfg.send_timeout_ms
+                                : s->reply_deadline_ms;
+    if (eng_handle_busy(s->loop, s->h, ENG_OP_RECV)) {
+        if (s->recv_deadline_ms > deadline && s->sm.state != SMTPC_BODY)
+            eng_op_cancel(s->loop, s->h, ENG_OP_RECV);
+        return;
+    }
+    s->recv_deadline_ms = deadline;
+    int rc = eng_op_recv(s->loop, s->h, s->in, sizeof(s->in), ms_left(s, deadline));
     if (rc < 0)
         session_fail(s, rc);
 }
 
-/* Sends what is in `out`; when it is all gone, either closes (if closing) or waits for
- * the reply. */
+static void body_pump(struct smtp_session *s);
+
+/* Sends what is in `out`; when it is all gone, either closes (if closing), makes the
+ * next body chunk (in BODY), or waits for the reply. */
 static void flush_out(struct smtp_session *s)
 {
     if (eng_handle_busy(s->loop, s->h, ENG_OP_SEND))
         return;
     if (s->out_off < s->out_len) {
+        /* One deadline for the whole buffer: partial sends do not restart it. */
+        if (s->out_off == 0)
+            s->send_deadline_ms = eng_loop_now_ms(s->loop) + s->cfg.send_timeout_ms;
         int rc = eng_op_send(s->loop, s->h, s->out + s->out_off, s->out_len - s->out_off,
-                             s->cfg.send_timeout_ms);
+                             ms_left(s, s->send_deadline_ms));
         if (rc < 0 && !s->closing)
             session_fail(s, rc);
         else if (rc < 0)
@@ -135,6 +198,10 @@ static void flush_out(struct smtp_session *s)
     s->out_off = s->out_len = 0;
     if (s->closing) {
         session_finish(s);
+        return;
+    }
+    if (s->sm.state == SMTPC_BODY) {
+        body_pump(s);
         return;
     }
     start_reply_clock(s);
@@ -164,6 +231,189 @@ static int queue_command(struct smtp_session *s)
     s->out_len += s->sm.cmd_len;
     return 0;
 }
+
+/* ---- the body --------------------------------------------------------------------- */
+
+/* The source's next piece into body_view (or body_eof). Returns 0 or its error. */
+static int body_next(struct smtp_session *s)
+{
+    const struct smtp_txn *t = s->txn;
+    if (t->body_read == NULL) {
+        s->body_view = t->body + s->body_off;
+        s->body_view_len = t->body_len - (size_t)s->body_off;
+    } else {
+        const char *data = NULL;
+        size_t len = 0;
+        int rc = t->body_read(t->body_arg, s->body_off, &data, &len);
+        if (rc < 0)
+            return rc;
+        s->body_view = data;
+        s->body_view_len = data ? len : 0;
+    }
+    s->body_eof = s->body_view_len == 0;
+    return 0;
+}
+
+/* Encodes up to cap bytes of body (and, at its end, the final ".") into dst. Returns
+ * 0 with *n bytes made, or the source's error. */
+static int body_fill(struct smtp_session *s, char *dst, size_t cap, size_t *n)
+{
+    size_t o = 0;
+    while (o < cap && !s->ds.finished) {
+        if (s->body_view_len == 0 && !s->body_eof) {
+            int rc = body_next(s);
+            if (rc < 0)
+                return rc;
+        }
+        if (s->body_eof) {
+            o += smtp_dotstuff_finish(&s->ds, dst + o, cap - o);
+            break; /* finished, or no room: the end goes in the next chunk */
+        }
+        size_t used = 0;
+        size_t w = smtp_dotstuff_encode(&s->ds, s->body_view, s->body_view_len, &used, dst + o,
+                                        cap - o);
+        o += w;
+        s->body_view += used;
+        s->body_view_len -= used;
+        s->body_off += used;
+        if (w == 0 && used == 0)
+            break; /* too little room for a line break: next chunk */
+    }
+    *n = o;
+    return 0;
+}
+
+static void body_start(struct smtp_session *s)
+{
+    smtp_dotstuff_init(&s->ds);
+    s->body_off = 0;
+    s->body_view = NULL;
+    s->body_view_len = 0;
+    s->body_eof = false;
+    arm_recv(s);
+    body_pump(s);
+}
+
+/* Makes and sends the next chunk once `out` is empty; after the last one, tells the
+ * client, which then waits for the reply to the end of data. */
+static void body_pump(struct smtp_session *s)
+{
+    if (eng_handle_busy(s->loop, s->h, ENG_OP_SEND) || s->out_len > 0) {
+        flush_out(s); /* comes back here when `out` is empty */
+        return;
+    }
+    if (s->ds.finished) {
+        unsigned t =
+                s->cfg.data_done_timeout_ms ? s->cfg.data_done_timeout_ms : s->cfg.reply_timeout_ms;
+        s->reply_deadline_ms = eng_loop_now_ms(s->loop) + t;
+        struct smtpc_event ev = { .kind = SMTPC_EV_BODY_SENT };
+        session_step(s, &ev);
+        return;
+    }
+    char *dst = s->tls ? s->plain : s->out;
+    size_t cap = s->tls ? SESSION_BODY_CHUNK : sizeof(s->out);
+    size_t n = 0;
+    int rc = body_fill(s, dst, cap, &n);
+    if (rc == 0 && n == 0)
+        rc = -EIO; /* cannot happen with 16 KB of room; never spin on it */
+    if (rc == 0 && s->tls) {
+        rc = tls_conn_write(s->tls, dst, n);
+        if (rc == 0)
+            rc = take_tls_output(s);
+    } else if (rc == 0) {
+        s->out_len = n;
+    }
+    if (rc < 0) {
+        /* The final "." is never sent after a failure: the receiver drops the
+         * unfinished message when the connection closes. */
+        session_fail(s, rc);
+        return;
+    }
+    flush_out(s);
+}
+
+/* ---- the owner (delivery mode) ------------------------------------------------------ */
+
+static void report_ended(struct smtp_session *s)
+{
+    const struct smtp_txn *t = smtp_client_take_ended(&s->sm);
+    if (t == NULL)
+        return;
+    s->txn = NULL;
+    if (s->ops && s->ops->txn_done)
+        s->ops->txn_done(s->done_arg, s, t);
+}
+
+/* The idle timer is lazy: it is never cancelled, and when it fires it checks whether
+ * the session is still waiting for the owner and for how long. */
+static void arm_idle_timer(struct smtp_session *s)
+{
+    if (eng_handle_busy(s->loop, s->h, ENG_OP_TIMER))
+        return;
+    int rc = eng_op_timer(s->loop, s->h, ms_left(s, s->idle_deadline_ms));
+    if (rc < 0)
+        session_fail(s, rc);
+}
+
+static void become_idle(struct smtp_session *s)
+{
+    unsigned t = s->cfg.idle_timeout_ms ? s->cfg.idle_timeout_ms : s->cfg.reply_timeout_ms;
+    s->idle = true;
+    s->idle_deadline_ms = eng_loop_now_ms(s->loop) + t;
+    arm_idle_timer(s);
+    if (s->idle && s->ops && s->ops->ready)
+        s->ops->ready(s->done_arg, s);
+}
+
+static void on_idle_timer(struct smtp_session *s, int res)
+{
+    if (res == -ECANCELED || !s->idle || s->closing)
+        return;
+    if (eng_loop_now_ms(s->loop) < s->idle_deadline_ms) {
+        arm_idle_timer(s);
+        return;
+    }
+    eng_log(ENG_LOG_DEBUG, "smtp-session peer=%s idle timeout: QUIT", s->sm.peer);
+    smtp_session_quit(s);
+}
+
+int smtp_session_deliver(struct smtp_session *s, const struct smtp_txn *txn)
+{
+    if (!s->idle || s->closing)
+        return -EBUSY;
+    enum smtpc_action act;
+    int rc = smtp_client_begin(&s->sm, txn, &act);
+    if (rc < 0)
+        return rc;
+    if (act == SMTPC_ACT_IDLE) {
+        smtp_client_take_ended(&s->sm); /* the caller has it: no txn_done */
+        return SMTP_TXN_DECIDED;
+    }
+    s->idle = false;
+    s->txn = txn;
+    session_act(s, act);
+    return SMTP_TXN_STARTED;
+}
+
+int smtp_session_quit(struct smtp_session *s)
+{
+    if (!s->idle || s->closing)
+        return -EBUSY;
+    enum smtpc_action act;
+    int rc = smtp_client_quit(&s->sm, &act);
+    if (rc < 0)
+        return rc;
+    s->idle = false;
+    session_act(s, act);
+    return 0;
+}
+
+const struct smtp_client *smtp_session_client(const struct smtp_session *s)
+{
+    return &s->sm;
+}
+
+/* ---- TLS and dispatch ----------------------------------------------------------------- */
 
 static void tls_advance(struct smtp_session *s)
 {
@@ -198,6 +448,7 @@ static void start_tls(struct smtp_session *s)
 static void session_act(struct smtp_session *s, enum smtpc_action act)
 {
     int rc;
+    report_ended(s);
     switch (act) {
     case SMTPC_ACT_RECV: arm_recv(s); return;
     case SMTPC_ACT_SEND:
@@ -210,8 +461,11 @@ static void session_act(struct smtp_session *s, enum smtpc_action act)
     case SMTPC_ACT_TLS: start_tls(s); return;
     case SMTPC_ACT_CLOSE:
         s->closing = true;
+        s->idle = false;
         flush_out(s);
         return;
+    case SMTPC_ACT_IDLE: become_idle(s); return;
+    case SMTPC_ACT_BODY: body_start(s); return;
     }
 }
 
@@ -282,6 +536,14 @@ static void on_tls_input(struct smtp_session *s, size_t n)
 
 static void on_recv(struct smtp_session *s, int res)
 {
+    /* Cancelled by arm_recv to change its deadline, or timed out under a deadline
+     * that is no longer the one that counts: wait again under the current one. */
+    if (res == -ECANCELED ||
+        (res == -ETIMEDOUT && (s->sm.state == SMTPC_BODY || s->sm.state == SMTPC_READY ||
+                               eng_loop_now_ms(s->loop) < s->reply_deadline_ms))) {
+        arm_recv(s);
+        return;
+    }
     if (res == 0) {
         session_fail(s, SMTP_ERR_CLOSED);
         return;
@@ -328,6 +590,7 @@ static void on_complete(void *ctx, const struct eng_completion *comp)
         return;
     case ENG_OP_RECV: on_recv(s, comp->res); return;
     case ENG_OP_SEND: on_send(s, comp->res); return;
+    case ENG_OP_TIMER: on_idle_timer(s, comp->res); return;
     default: return;
     }
 }
@@ -353,9 +616,9 @@ static int copy_name(char *dst, size_t cap, const char *src)
     return 0;
 }
 
-int smtp_session_start(struct eng_loop *loop, const struct smtp_session_config *cfg,
-                       const struct sockaddr *addr, socklen_t addrlen, smtp_session_done_fn done,
-                       void *arg)
+static int session_start(struct eng_loop *loop, const struct smtp_session_config *cfg,
+                         const struct sockaddr *addr, socklen_t addrlen, enum smtpc_mode mode,
+                         smtp_session_done_fn done, const struct smtp_session_ops *ops, void *arg)
 {
     if (!cfg->tls || addrlen > sizeof(struct sockaddr_storage) || !cfg->connect_timeout_ms ||
         !cfg->reply_timeout_ms || !cfg->send_timeout_ms)
@@ -367,13 +630,14 @@ int smtp_session_start(struct eng_loop *loop, const struct smtp_session_config *
     s->cfg = *cfg;
     s->done = done;
     s->done_arg = arg;
+    s->ops = ops;
     int rc = copy_name(s->mx_name, sizeof(s->mx_name), cfg->mx_name);
     if (rc == 0)
         rc = copy_name(s->helo_name, sizeof(s->helo_name), cfg->helo_name);
     char where[64], peer[330];
     snprintf(peer, sizeof(peer), "%s[%s]", s->mx_name, eng_addr_format(addr, where, sizeof(where)));
     if (rc == 0)
-        rc = smtp_client_init(&s->sm, s->helo_name, peer);
+        rc = smtp_client_init_mode(&s->sm, mode, s->helo_name, peer);
     if (rc < 0) {
         free(s);
         return rc;
@@ -409,4 +673,20 @@ int smtp_session_start(struct eng_loop *loop, const struct smtp_session_config *
         return rc;
     }
     return 0;
+}
+
+int smtp_session_start(struct eng_loop *loop, const struct smtp_session_config *cfg,
+                       const struct sockaddr *addr, socklen_t addrlen, smtp_session_done_fn done,
+                       void *arg)
+{
+    return session_start(loop, cfg, addr, addrlen, SMTPC_MODE_PROBE, done, NULL, arg);
+}
+
+int smtp_session_start_delivery(struct eng_loop *loop, const struct smtp_session_config *cfg,
+                                const struct sockaddr *addr, socklen_t addrlen,
+                                const struct smtp_session_ops *ops, void *arg)
+{
+    if (ops == NULL || ops->ready == NULL || ops->done == NULL)
+        return -EINVAL;
+    return session_start(loop, cfg, addr, addrlen, SMTPC_MODE_DELIVER, ops->done, ops, arg);
 }
