@@ -5,7 +5,9 @@
  *
  * Layout of a spool directory:
  *   lock             flock(LOCK_EX|LOCK_NB): one engine per spool
- *   msg/XX/<id>      the immutable message file (XX = the id's low byte in hex)
+ *   msg/XX/<id>      the immutable message file (XX = bits 34..41 of the id in hex: the
+ *                    id's milliseconds / 1024, so the messages of one group commit
+ *                    share a folder, and a folder's turn comes back every ~4.4 min)
  *   msg/XX/<id>.st   the state file, replaced atomically on every update
  *   tmp/             writes in progress: <id>.msg.<seq>, <id>.st.<seq>
  *   quarantine/      corrupt files, moved aside for a human
@@ -158,10 +160,13 @@ struct queue_spool {
 void queue_spool_logf(struct queue_spool *sp, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
 
-/* The subfolder index of an id, and its file names ("<16 hex>", "<16 hex>.st"). */
+/* The subfolder index of an id, and its file names ("<16 hex>", "<16 hex>.st").
+ * By time, not by the sequence: a batch of new messages then lands in one folder and
+ * costs one directory fsync, not one per message, while a million messages queued
+ * over hours still spread over all 256 folders. */
 static inline unsigned queue_spool_dir_of(queue_id_t id)
 {
-    return (unsigned)(id & 0xff);
+    return (unsigned)((id >> 34) & 0xff);
 }
 void queue_spool_name(queue_id_t id, bool state, char out[24]);
 

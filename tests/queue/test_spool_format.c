@@ -248,7 +248,7 @@ static void test_every_truncation_and_flip(void **state)
 
     char hex[QUEUE_ID_HEX], mpath[256], spath[260];
     queue_id_format(id, hex);
-    snprintf(mpath, sizeof(mpath), "%s/msg/%02x/%s", dir, (unsigned)(id & 0xff), hex);
+    snprintf(mpath, sizeof(mpath), "%s/msg/%02x/%s", dir, queue_spool_dir_of(id), hex);
     snprintf(spath, sizeof(spath), "%s.st", mpath);
     size_t mlen, slen;
     char *msg = read_file(mpath, &mlen), *st = read_file(spath, &slen);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "queue/queue.h"
+#include "queue/queue_int.h" /* queue_spool_dir_of: where a message file lives */
 #include "tests/queue/spool_helpers.h"
 
 #define N 300
@@ -71,7 +72,7 @@ static void drain(struct queue_port *port, int *done, int want)
 static void spool_path(char *out, size_t cap, queue_id_t id, const char *suffix)
 {
     char hex[QUEUE_ID_HEX];
-    snprintf(out, cap, "%s/msg/%02x/%s%s", dir, (unsigned)(id & 0xff), queue_id_format(id, hex),
+    snprintf(out, cap, "%s/msg/%02x/%s%s", dir, queue_spool_dir_of(id), queue_id_format(id, hex),
              suffix);
 }
 
