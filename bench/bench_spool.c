@@ -5,11 +5,11 @@
  * per round instead of fdatasync per file; and recovery of a spool of 1,000,000 small
  * messages, each added to the scheduler's index, with the RSS that takes.
  *
- * Wall-clock rates (BENCH_REGISTER_REAL_TIME): the committer thread and the disk do the
- * work. Long ones are opt-in: FLOORMTA_BENCH_SPOOL_LONG=1 for the 100k no-group run,
- * FLOORMTA_BENCH_SPOOL_1M=1 for the million-message spool (built once under
- * /var/tmp/floormta-bench-1m and kept for the next runs; FLOORMTA_BENCH_SPOOL_1M=clean
- * removes it afterwards).
+ * Enqueue runs write 1 KB and 100 KB messages (2,000 and 500 per iteration). Wall-clock
+ * rates (BENCH_REGISTER_REAL_TIME): the committer thread and the disk do the work. The
+ * million-message recovery is opt-in: FLOORMTA_BENCH_SPOOL_1M=1 for the million-message spool
+ * (built once under /var/tmp/floormta-bench-1m and kept for the next runs;
+ * FLOORMTA_BENCH_SPOOL_1M=clean removes it afterwards).
  */
 #define _GNU_SOURCE
 #include "bench/bench.h"
@@ -30,7 +30,8 @@
 #include <unistd.h>
 
 #define INFLIGHT     256
-#define CONTENT_SIZE 2048
+#define CONTENT_SIZE 2048           /* the 1M spool's messages */
+#define CONTENT_MAX  (100u * 1024u) /* the largest enqueue benchmark's */
 #define TMPFS_MAGIC  0x01021994
 #define SPOOL_1M     "/var/tmp/floormta-bench-1m"
 #define COUNT_1M     1000000u
@@ -65,7 +66,8 @@ static void rm_rf(const char *dir)
 struct driver {
     struct queue_port *port;
     struct queue_envelope *env;
-    char content[CONTENT_SIZE];
+    char content[CONTENT_MAX];
+    size_t size; /* bytes of content each message carries */
     uint64_t done, failed;
 };
 
@@ -83,8 +85,7 @@ static int pump(struct driver *d, uint64_t n)
     uint64_t sent = 0, start = d->done;
     while (d->done - start < n) {
         while (sent < n && sent - (d->done - start) < INFLIGHT) {
-            if (queue_port_enqueue(d->port, d->env, d->content, sizeof(d->content), on_done, d) !=
-                0)
+            if (queue_port_enqueue(d->port, d->env, d->content, d->size, on_done, d) != 0)
                 return -1;
             sent++;
         }
@@ -106,7 +107,8 @@ static int driver_open(struct driver *d, struct queue_spool *sp)
     snprintf(d->env->rcpts[0].addr, sizeof(d->env->rcpts[0].addr), "someone@example.com");
     d->env->arrival = time(NULL);
     for (size_t i = 0; i < sizeof(d->content); i++)
-        d->content[i] = (char)('a' + i % 26);
+        d->content[i] = (char)(i % 79 == 78 ? '\n' : 'a' + i % 26);
+    d->size = CONTENT_SIZE;
     return 0;
 }
 
@@ -116,7 +118,8 @@ static void driver_close(struct driver *d)
     queue_envelope_free(d->env);
 }
 
-static void run_enqueue(struct bench_state *st, uint64_t n, bool group, bool use_syncfs)
+static void run_enqueue(struct bench_state *st, uint64_t n, size_t size, bool group,
+                        bool use_syncfs)
 {
     uint64_t total = 0;
     while (bench_next(st)) {
@@ -124,11 +127,12 @@ static void run_enqueue(struct bench_state *st, uint64_t n, bool group, bool use
         rm_rf(disk_dir());
         struct queue_spool_config cfg = { .dir = disk_dir(), .no_group_commit = !group };
         struct queue_spool *sp;
-        struct driver d;
+        static struct driver d;
         if (queue_spool_open(&cfg, &sp) != 0 || driver_open(&d, sp) != 0) {
             bench_fail(st, "cannot open the spool");
             return;
         }
+        d.size = size;
         sp->use_syncfs = use_syncfs;
         bench_resume(st);
         int rc = pump(&d, n);
@@ -144,43 +148,37 @@ static void run_enqueue(struct bench_state *st, uint64_t n, bool group, bool use
         total += n;
     }
     bench_set_items(st, (int64_t)total);
-    bench_set_bytes(st, (int64_t)(total * CONTENT_SIZE));
+    bench_set_bytes(st, (int64_t)(total * size));
 }
 
 static void bench_spool_enqueue_1k_group(struct bench_state *st)
 {
-    run_enqueue(st, 1000, true, false);
+    run_enqueue(st, 2000, 1024, true, false);
 }
 BENCH_REGISTER_REAL_TIME(bench_spool_enqueue_1k_group)
 
 static void bench_spool_enqueue_1k_nogroup(struct bench_state *st)
 {
-    run_enqueue(st, 1000, false, false);
+    run_enqueue(st, 2000, 1024, false, false);
 }
 BENCH_REGISTER_REAL_TIME(bench_spool_enqueue_1k_nogroup)
 
 /* The alternative group commit: one syncfs per round instead of fdatasync per file. */
 static void bench_spool_enqueue_1k_group_syncfs(struct bench_state *st)
 {
-    run_enqueue(st, 1000, true, true);
+    run_enqueue(st, 2000, 1024, true, true);
 }
 BENCH_REGISTER_REAL_TIME(bench_spool_enqueue_1k_group_syncfs)
 
 static void bench_spool_enqueue_100k_group(struct bench_state *st)
 {
-    run_enqueue(st, 100000, true, false);
+    run_enqueue(st, 500, 100 * 1024, true, false);
 }
 BENCH_REGISTER_REAL_TIME(bench_spool_enqueue_100k_group)
 
 static void bench_spool_enqueue_100k_nogroup(struct bench_state *st)
 {
-    if (getenv("FLOORMTA_BENCH_SPOOL_LONG") == NULL) {
-        bench_fail(st, "opt-in (minutes): FLOORMTA_BENCH_SPOOL_LONG=1");
-        while (bench_next(st))
-            ;
-        return;
-    }
-    run_enqueue(st, 100000, false, false);
+    run_enqueue(st, 500, 100 * 1024, false, false);
 }
 BENCH_REGISTER_REAL_TIME(bench_spool_enqueue_100k_nogroup)
 
