@@ -13,31 +13,7 @@
 #include <cmocka.h>
 
 #include "engine/smtp_client.h"
-
-static struct smtp_reply parse(const char *s)
-{
-    struct smtp_reply_parser p;
-    struct smtp_reply r;
-    smtp_reply_reset(&p, &r);
-    size_t used;
-    bool done = false;
-    assert_int_equal(smtp_reply_parse(&p, &r, s, strlen(s), &used, &done), 0);
-    assert_true(done);
-    return r;
-}
-
-static enum smtpc_action reply(struct smtp_client *c, const char *s)
-{
-    struct smtp_reply r = parse(s);
-    struct smtpc_event ev = { .kind = SMTPC_EV_REPLY, .reply = &r };
-    return smtp_client_step(c, &ev);
-}
-
-static enum smtpc_action event(struct smtp_client *c, enum smtpc_event_kind kind, int err)
-{
-    struct smtpc_event ev = { .kind = kind, .err = err };
-    return smtp_client_step(c, &ev);
-}
+#include "tests/engine/smtp_script.h"
 
 static enum smtpc_action tls_end(struct smtp_client *c, bool pass, enum tls_reason reason)
 {
@@ -61,8 +37,8 @@ static void start(struct smtp_client *c)
 {
     assert_int_equal(smtp_client_init(c, "client.example", "mx[127.0.0.1]:25"), 0);
     assert_int_equal(c->state, SMTPC_CONNECT);
-    assert_int_equal(event(c, SMTPC_EV_CONNECTED, 0), SMTPC_ACT_RECV);
-    assert_int_equal(reply(c, "220 mx ESMTP\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_event(c, SMTPC_EV_CONNECTED, 0), SMTPC_ACT_RECV);
+    assert_int_equal(script_reply(c, "220 mx ESMTP\r\n"), SMTPC_ACT_SEND);
     cmd_is(c, "EHLO client.example\r\n");
 }
 
@@ -71,22 +47,23 @@ static void full_dialogue_passes(void **state)
     (void)state;
     struct smtp_client c;
     start(&c);
-    assert_int_equal(reply(&c, "250-mx\r\n250-PIPELINING\r\n250 STARTTLS\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "250-mx\r\n250-PIPELINING\r\n250 STARTTLS\r\n"),
+                     SMTPC_ACT_SEND);
     assert_true(c.starttls_offered);
     cmd_is(&c, "STARTTLS\r\n");
-    assert_int_equal(reply(&c, "220 2.0.0 go ahead\r\n"), SMTPC_ACT_TLS);
+    assert_int_equal(script_reply(&c, "220 2.0.0 go ahead\r\n"), SMTPC_ACT_TLS);
     assert_int_equal(c.state, SMTPC_TLS);
     assert_int_equal(tls_end(&c, true, TLS_REASON_NONE), SMTPC_ACT_SEND);
     cmd_is(&c, "EHLO client.example\r\n");
     /* Capabilities learnt before TLS are forgotten (RFC 3207). */
     assert_int_equal(c.caps.ext, 0);
-    assert_int_equal(reply(&c, "250-mx\r\n250 SIZE 1000\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "250-mx\r\n250 SIZE 1000\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "QUIT\r\n");
     assert_int_equal(c.outcome, SMTPC_OUTCOME_PASS);
     assert_true(c.verdict.pass);
     assert_int_equal(c.verdict.ev.version, TLS_VERSION_1_3);
     assert_int_equal(c.caps.size_max, 1000);
-    assert_int_equal(reply(&c, "221 bye\r\n"), SMTPC_ACT_CLOSE);
+    assert_int_equal(script_reply(&c, "221 bye\r\n"), SMTPC_ACT_CLOSE);
     assert_int_equal(c.state, SMTPC_DONE);
     assert_string_equal(c.greeting, "220 mx ESMTP");
 }
@@ -96,12 +73,12 @@ static void no_starttls_refuses(void **state)
     (void)state;
     struct smtp_client c;
     start(&c);
-    assert_int_equal(reply(&c, "250-mx\r\n250 PIPELINING\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "250-mx\r\n250 PIPELINING\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "QUIT\r\n");
     assert_int_equal(c.outcome, SMTPC_OUTCOME_REFUSED);
     assert_int_equal(c.verdict.reason, TLS_REASON_NO_STARTTLS);
     assert_false(c.verdict.pass);
-    assert_int_equal(reply(&c, "221 bye\r\n"), SMTPC_ACT_CLOSE);
+    assert_int_equal(script_reply(&c, "221 bye\r\n"), SMTPC_ACT_CLOSE);
 }
 
 static void ehlo_rejected_refuses_as_no_starttls(void **state)
@@ -109,7 +86,7 @@ static void ehlo_rejected_refuses_as_no_starttls(void **state)
     (void)state;
     struct smtp_client c;
     start(&c);
-    assert_int_equal(reply(&c, "502 5.5.1 no EHLO here\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "502 5.5.1 no EHLO here\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "QUIT\r\n");
     assert_int_equal(c.verdict.reason, TLS_REASON_NO_STARTTLS);
 }
@@ -119,13 +96,13 @@ static void starttls_454_refuses(void **state)
     (void)state;
     struct smtp_client c;
     start(&c);
-    reply(&c, "250-mx\r\n250 STARTTLS\r\n");
-    assert_int_equal(reply(&c, "454 4.7.0 TLS not available\r\n"), SMTPC_ACT_SEND);
+    script_reply(&c, "250-mx\r\n250 STARTTLS\r\n");
+    assert_int_equal(script_reply(&c, "454 4.7.0 TLS not available\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "QUIT\r\n");
     assert_int_equal(c.outcome, SMTPC_OUTCOME_REFUSED);
     assert_int_equal(c.verdict.reason, TLS_REASON_STARTTLS_REFUSED);
     assert_string_equal(c.last_reply, "454 4.7.0 TLS not available");
-    assert_int_equal(reply(&c, "221 2.0.0 bye\r\n"), SMTPC_ACT_CLOSE);
+    assert_int_equal(script_reply(&c, "221 2.0.0 bye\r\n"), SMTPC_ACT_CLOSE);
     assert_string_equal(c.last_reply, "454 4.7.0 TLS not available");
 }
 
@@ -134,8 +111,8 @@ static void handshake_refusal_closes_without_plaintext(void **state)
     (void)state;
     struct smtp_client c;
     start(&c);
-    reply(&c, "250-mx\r\n250 STARTTLS\r\n");
-    reply(&c, "220 go\r\n");
+    script_reply(&c, "250-mx\r\n250 STARTTLS\r\n");
+    script_reply(&c, "220 go\r\n");
     c.cmd_len = 0;
     assert_int_equal(tls_end(&c, false, TLS_REASON_VERSION_BELOW_FLOOR), SMTPC_ACT_CLOSE);
     assert_int_equal(c.cmd_len, 0); /* not even QUIT in the clear */
@@ -143,7 +120,7 @@ static void handshake_refusal_closes_without_plaintext(void **state)
     assert_int_equal(c.verdict.reason, TLS_REASON_VERSION_BELOW_FLOOR);
     assert_int_equal(c.verdict.ev.version, TLS_VERSION_1_0);
     /* Later events change nothing. */
-    assert_int_equal(reply(&c, "250 ok\r\n"), SMTPC_ACT_CLOSE);
+    assert_int_equal(script_reply(&c, "250 ok\r\n"), SMTPC_ACT_CLOSE);
     assert_int_equal(c.outcome, SMTPC_OUTCOME_REFUSED);
 }
 
@@ -152,8 +129,8 @@ static void failure_without_reason_is_handshake_failed(void **state)
     (void)state;
     struct smtp_client c;
     start(&c);
-    reply(&c, "250-mx\r\n250 STARTTLS\r\n");
-    reply(&c, "220 go\r\n");
+    script_reply(&c, "250-mx\r\n250 STARTTLS\r\n");
+    script_reply(&c, "220 go\r\n");
     assert_int_equal(tls_end(&c, false, TLS_REASON_NONE), SMTPC_ACT_CLOSE);
     assert_int_equal(c.verdict.reason, TLS_REASON_HANDSHAKE_FAILED);
 }
@@ -163,14 +140,14 @@ static void greeting_rejection_is_an_error(void **state)
     (void)state;
     struct smtp_client c;
     assert_int_equal(smtp_client_init(&c, "client.example", "mx"), 0);
-    event(&c, SMTPC_EV_CONNECTED, 0);
-    assert_int_equal(reply(&c, "554 5.7.1 go away\r\n"), SMTPC_ACT_SEND);
+    script_event(&c, SMTPC_EV_CONNECTED, 0);
+    assert_int_equal(script_reply(&c, "554 5.7.1 go away\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "QUIT\r\n");
     assert_int_equal(c.outcome, SMTPC_OUTCOME_ERROR);
     assert_int_equal(c.err, SMTP_ERR_UNEXPECTED);
     assert_int_equal(c.err_state, SMTPC_GREETING);
     /* The receiver hanging up on QUIT keeps the first error. */
-    assert_int_equal(event(&c, SMTPC_EV_ERROR, SMTP_ERR_CLOSED), SMTPC_ACT_CLOSE);
+    assert_int_equal(script_event(&c, SMTPC_EV_ERROR, SMTP_ERR_CLOSED), SMTPC_ACT_CLOSE);
     assert_int_equal(c.err, SMTP_ERR_UNEXPECTED);
 }
 
@@ -179,13 +156,13 @@ static void io_errors_record_state(void **state)
     (void)state;
     struct smtp_client c;
     assert_int_equal(smtp_client_init(&c, "client.example", "mx"), 0);
-    assert_int_equal(event(&c, SMTPC_EV_ERROR, -ECONNREFUSED), SMTPC_ACT_CLOSE);
+    assert_int_equal(script_event(&c, SMTPC_EV_ERROR, -ECONNREFUSED), SMTPC_ACT_CLOSE);
     assert_int_equal(c.outcome, SMTPC_OUTCOME_ERROR);
     assert_int_equal(c.err, -ECONNREFUSED);
     assert_int_equal(c.err_state, SMTPC_CONNECT);
 
     start(&c);
-    assert_int_equal(event(&c, SMTPC_EV_ERROR, -ETIMEDOUT), SMTPC_ACT_CLOSE);
+    assert_int_equal(script_event(&c, SMTPC_EV_ERROR, -ETIMEDOUT), SMTPC_ACT_CLOSE);
     assert_int_equal(c.err_state, SMTPC_EHLO);
     assert_int_equal(c.err, -ETIMEDOUT);
 }

@@ -17,37 +17,13 @@
 #include <cmocka.h>
 
 #include "engine/smtp_client.h"
+#include "tests/engine/smtp_script.h"
 
 #define CAPS_ALL                                                               \
     "250-mx.example\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n250-8BITMIME\r\n" \
     "250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n"
 #define CAPS_NO_PIPELINING "250-mx.example\r\n250-SIZE\r\n250 8BITMIME\r\n"
 #define CAPS_PLAIN         "250-mx.example\r\n250 PIPELINING\r\n"
-
-static struct smtp_reply parse(const char *s)
-{
-    struct smtp_reply_parser p;
-    struct smtp_reply r;
-    smtp_reply_reset(&p, &r);
-    size_t used;
-    bool done = false;
-    assert_int_equal(smtp_reply_parse(&p, &r, s, strlen(s), &used, &done), 0);
-    assert_true(done);
-    return r;
-}
-
-static enum smtpc_action reply(struct smtp_client *c, const char *s)
-{
-    struct smtp_reply r = parse(s);
-    struct smtpc_event ev = { .kind = SMTPC_EV_REPLY, .reply = &r };
-    return smtp_client_step(c, &ev);
-}
-
-static enum smtpc_action event(struct smtp_client *c, enum smtpc_event_kind kind, int err)
-{
-    struct smtpc_event ev = { .kind = kind, .err = err };
-    return smtp_client_step(c, &ev);
-}
 
 static void cmd_is(const struct smtp_client *c, const char *expect)
 {
@@ -59,17 +35,17 @@ static void cmd_is(const struct smtp_client *c, const char *expect)
 static void to_ready(struct smtp_client *c, const char *ehlo_tls)
 {
     assert_int_equal(smtp_client_init_mode(c, SMTPC_MODE_DELIVER, "client.example", "mx"), 0);
-    assert_int_equal(event(c, SMTPC_EV_CONNECTED, 0), SMTPC_ACT_RECV);
-    assert_int_equal(reply(c, "220 mx ESMTP\r\n"), SMTPC_ACT_SEND);
-    assert_int_equal(reply(c, "250-mx\r\n250 STARTTLS\r\n"), SMTPC_ACT_SEND);
-    assert_int_equal(reply(c, "220 go ahead\r\n"), SMTPC_ACT_TLS);
+    assert_int_equal(script_event(c, SMTPC_EV_CONNECTED, 0), SMTPC_ACT_RECV);
+    assert_int_equal(script_reply(c, "220 mx ESMTP\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(c, "250-mx\r\n250 STARTTLS\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(c, "220 go ahead\r\n"), SMTPC_ACT_TLS);
     struct tls_verdict v;
     tls_verdict_clear(&v);
     v.pass = true;
     struct smtpc_event ev = { .kind = SMTPC_EV_TLS_DONE, .verdict = &v };
     assert_int_equal(smtp_client_step(c, &ev), SMTPC_ACT_SEND);
     cmd_is(c, "EHLO client.example\r\n");
-    assert_int_equal(reply(c, ehlo_tls), SMTPC_ACT_IDLE);
+    assert_int_equal(script_reply(c, ehlo_tls), SMTPC_ACT_IDLE);
     assert_int_equal(c->state, SMTPC_READY);
     assert_int_equal(c->outcome, SMTPC_OUTCOME_PASS);
 }
@@ -137,17 +113,18 @@ static void pipelined_two_of_three(void **state)
                "DATA\r\n");
     assert_true(c.pipelining);
     assert_int_equal(c.state, SMTPC_MAIL);
-    assert_int_equal(reply(&c, "250 2.1.0 Ok\r\n"), SMTPC_ACT_RECV);
-    assert_int_equal(reply(&c, "250 2.1.5 Ok\r\n"), SMTPC_ACT_RECV);
-    assert_int_equal(reply(&c, "550 5.1.1 <b@example.com>: User unknown\r\n"), SMTPC_ACT_RECV);
-    assert_int_equal(reply(&c, "250 2.1.5 Ok\r\n"), SMTPC_ACT_RECV);
+    assert_int_equal(script_reply(&c, "250 2.1.0 Ok\r\n"), SMTPC_ACT_RECV);
+    assert_int_equal(script_reply(&c, "250 2.1.5 Ok\r\n"), SMTPC_ACT_RECV);
+    assert_int_equal(script_reply(&c, "550 5.1.1 <b@example.com>: User unknown\r\n"),
+                     SMTPC_ACT_RECV);
+    assert_int_equal(script_reply(&c, "250 2.1.5 Ok\r\n"), SMTPC_ACT_RECV);
     assert_int_equal(c.state, SMTPC_DATA);
     assert_null(smtp_client_take_ended(&c));
-    assert_int_equal(reply(&c, "354 End data with <CR><LF>.<CR><LF>\r\n"), SMTPC_ACT_BODY);
+    assert_int_equal(script_reply(&c, "354 End data with <CR><LF>.<CR><LF>\r\n"), SMTPC_ACT_BODY);
     assert_int_equal(c.state, SMTPC_BODY);
-    assert_int_equal(event(&c, SMTPC_EV_BODY_SENT, 0), SMTPC_ACT_RECV);
+    assert_int_equal(script_event(&c, SMTPC_EV_BODY_SENT, 0), SMTPC_ACT_RECV);
     assert_int_equal(c.state, SMTPC_DOT);
-    assert_int_equal(reply(&c, "250 2.0.0 Ok: queued as 42\r\n"), SMTPC_ACT_IDLE);
+    assert_int_equal(script_reply(&c, "250 2.0.0 Ok: queued as 42\r\n"), SMTPC_ACT_IDLE);
     assert_int_equal(c.state, SMTPC_READY);
     ended(&c, &m);
     result_is(&m.results[0], SMTP_RCPT_DELIVERED, 250, "2.0.0", SMTPC_DOT);
@@ -169,27 +146,27 @@ static void all_rejected_no_body(void **state)
     to_ready(&c, CAPS_ALL);
     msg_init(&m, "s@example.org", 2, "a@example.com", "b@example.com");
     assert_int_equal(begin(&c, &m), SMTPC_ACT_SEND);
-    assert_int_equal(reply(&c, "250 2.1.0 Ok\r\n"), SMTPC_ACT_RECV);
-    assert_int_equal(reply(&c, "550 5.1.1 no such user\r\n"), SMTPC_ACT_RECV);
-    assert_int_equal(reply(&c, "553 5.7.1 relay denied\r\n"), SMTPC_ACT_RECV);
+    assert_int_equal(script_reply(&c, "250 2.1.0 Ok\r\n"), SMTPC_ACT_RECV);
+    assert_int_equal(script_reply(&c, "550 5.1.1 no such user\r\n"), SMTPC_ACT_RECV);
+    assert_int_equal(script_reply(&c, "553 5.7.1 relay denied\r\n"), SMTPC_ACT_RECV);
     /* The DATA reply still has to be read (RFC 2920 3.1); a refusal ends it: RSET. */
-    assert_int_equal(reply(&c, "554 5.5.1 Error: no valid recipients\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "554 5.5.1 Error: no valid recipients\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "RSET\r\n");
     assert_int_equal(c.state, SMTPC_RSET);
     ended(&c, &m);
     result_is(&m.results[0], SMTP_RCPT_BOUNCED, 550, "5.1.1", SMTPC_RCPT);
     result_is(&m.results[1], SMTP_RCPT_BOUNCED, 553, "5.7.1", SMTPC_RCPT);
-    assert_int_equal(reply(&c, "250 2.0.0 Ok\r\n"), SMTPC_ACT_IDLE);
+    assert_int_equal(script_reply(&c, "250 2.0.0 Ok\r\n"), SMTPC_ACT_IDLE);
 
     /* A receiver that answers DATA with 354 anyway gets a lone "." — never the body. */
     msg_init(&m, "s@example.org", 1, "a@example.com");
     assert_int_equal(begin(&c, &m), SMTPC_ACT_SEND);
-    assert_int_equal(reply(&c, "250 2.1.0 Ok\r\n"), SMTPC_ACT_RECV);
-    assert_int_equal(reply(&c, "450 4.2.1 mailbox busy\r\n"), SMTPC_ACT_RECV);
-    assert_int_equal(reply(&c, "354 go ahead\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "250 2.1.0 Ok\r\n"), SMTPC_ACT_RECV);
+    assert_int_equal(script_reply(&c, "450 4.2.1 mailbox busy\r\n"), SMTPC_ACT_RECV);
+    assert_int_equal(script_reply(&c, "354 go ahead\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, ".\r\n");
     assert_int_equal(c.state, SMTPC_DOT);
-    assert_int_equal(reply(&c, "554 5.5.1 no valid recipients\r\n"), SMTPC_ACT_IDLE);
+    assert_int_equal(script_reply(&c, "554 5.5.1 no valid recipients\r\n"), SMTPC_ACT_IDLE);
     ended(&c, &m);
     result_is(&m.results[0], SMTP_RCPT_DEFERRED, 450, "4.2.1", SMTPC_RCPT);
 }
@@ -202,31 +179,31 @@ static void mail_refused(void **state)
     to_ready(&c, CAPS_ALL);
     msg_init(&m, "s@example.org", 2, "a@example.com", "b@example.com");
     assert_int_equal(begin(&c, &m), SMTPC_ACT_SEND);
-    assert_int_equal(reply(&c, "451 4.3.0 try again later\r\n"), SMTPC_ACT_RECV);
+    assert_int_equal(script_reply(&c, "451 4.3.0 try again later\r\n"), SMTPC_ACT_RECV);
     /* The replies to the pipelined RCPTs and DATA say nothing about the recipients. */
-    assert_int_equal(reply(&c, "503 5.5.1 need MAIL\r\n"), SMTPC_ACT_RECV);
-    assert_int_equal(reply(&c, "503 5.5.1 need MAIL\r\n"), SMTPC_ACT_RECV);
-    assert_int_equal(reply(&c, "503 5.5.1 need MAIL\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "503 5.5.1 need MAIL\r\n"), SMTPC_ACT_RECV);
+    assert_int_equal(script_reply(&c, "503 5.5.1 need MAIL\r\n"), SMTPC_ACT_RECV);
+    assert_int_equal(script_reply(&c, "503 5.5.1 need MAIL\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "RSET\r\n");
     ended(&c, &m);
     for (int i = 0; i < 2; i++) {
         result_is(&m.results[i], SMTP_RCPT_DEFERRED, 451, "4.3.0", SMTPC_MAIL);
         assert_string_equal(m.results[i].text, "451 4.3.0 try again later");
     }
-    assert_int_equal(reply(&c, "250 2.0.0 Ok\r\n"), SMTPC_ACT_IDLE);
+    assert_int_equal(script_reply(&c, "250 2.0.0 Ok\r\n"), SMTPC_ACT_IDLE);
 
     /* Without pipelining a refused MAIL is followed by RSET at once; 5xx bounces. */
     to_ready(&c, CAPS_NO_PIPELINING);
     msg_init(&m, "s@example.org", 2, "a@example.com", "b@example.com");
     assert_int_equal(begin(&c, &m), SMTPC_ACT_SEND);
     cmd_is(&c, "MAIL FROM:<s@example.org> SIZE=1234\r\n");
-    assert_int_equal(reply(&c, "550 5.7.1 sender rejected\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "550 5.7.1 sender rejected\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "RSET\r\n");
     ended(&c, &m);
     result_is(&m.results[0], SMTP_RCPT_BOUNCED, 550, "5.7.1", SMTPC_MAIL);
     result_is(&m.results[1], SMTP_RCPT_BOUNCED, 550, "5.7.1", SMTPC_MAIL);
     /* A receiver that cannot even reset gets QUIT. */
-    assert_int_equal(reply(&c, "500 5.5.2 what?\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "500 5.5.2 what?\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "QUIT\r\n");
     assert_int_equal(c.err, SMTP_ERR_UNEXPECTED);
 }
@@ -245,12 +222,12 @@ static void service_closing_at(unsigned k)
     assert_int_equal(begin(&c, &m), SMTPC_ACT_SEND);
     for (unsigned i = 0; i < k; i++) {
         if (strcmp(script[i], "-body-") == 0)
-            assert_int_equal(event(&c, SMTPC_EV_BODY_SENT, 0), SMTPC_ACT_RECV);
+            assert_int_equal(script_event(&c, SMTPC_EV_BODY_SENT, 0), SMTPC_ACT_RECV);
         else
-            assert_int_not_equal(reply(&c, script[i]), SMTPC_ACT_CLOSE);
+            assert_int_not_equal(script_reply(&c, script[i]), SMTPC_ACT_CLOSE);
     }
     c.cmd_len = 0;
-    assert_int_equal(reply(&c, "421 4.3.2 shutting down\r\n"), SMTPC_ACT_CLOSE);
+    assert_int_equal(script_reply(&c, "421 4.3.2 shutting down\r\n"), SMTPC_ACT_CLOSE);
     assert_int_equal(c.cmd_len, 0); /* no QUIT to a receiver that is leaving */
     assert_int_equal(c.state, SMTPC_DONE);
     assert_int_equal(c.err, SMTP_ERR_CLOSED);
@@ -262,7 +239,7 @@ static void service_closing_at(unsigned k)
         assert_string_equal(m.results[i].enhanced, "4.3.2");
     }
     /* Nothing more happens. */
-    assert_int_equal(reply(&c, "250 ok\r\n"), SMTPC_ACT_CLOSE);
+    assert_int_equal(script_reply(&c, "250 ok\r\n"), SMTPC_ACT_CLOSE);
 }
 
 static void service_closing_anywhere(void **state)
@@ -278,11 +255,11 @@ static void service_closing_anywhere(void **state)
     to_ready(&c, CAPS_ALL);
     msg_init(&m, "s@example.org", 1, "a@example.com");
     begin(&c, &m);
-    reply(&c, "250 Ok\r\n");
-    reply(&c, "550 5.1.1 no\r\n");
-    assert_int_equal(reply(&c, "554 no recipients\r\n"), SMTPC_ACT_SEND);
+    script_reply(&c, "250 Ok\r\n");
+    script_reply(&c, "550 5.1.1 no\r\n");
+    assert_int_equal(script_reply(&c, "554 no recipients\r\n"), SMTPC_ACT_SEND);
     ended(&c, &m);
-    assert_int_equal(reply(&c, "421 4.4.2 bye\r\n"), SMTPC_ACT_CLOSE);
+    assert_int_equal(script_reply(&c, "421 4.4.2 bye\r\n"), SMTPC_ACT_CLOSE);
     assert_int_equal(m.results[0].status, SMTP_RCPT_BOUNCED); /* final stays final */
     assert_int_equal(c.err, SMTP_ERR_CLOSED);
 }
@@ -301,10 +278,10 @@ static void early_reply_during_body(void **state)
         to_ready(&c, CAPS_ALL);
         msg_init(&m, "s@example.org", 1, "a@example.com");
         begin(&c, &m);
-        reply(&c, "250 Ok\r\n");
-        reply(&c, "250 Ok\r\n");
-        assert_int_equal(reply(&c, "354 go\r\n"), SMTPC_ACT_BODY);
-        assert_int_equal(reply(&c, replies[k]), SMTPC_ACT_CLOSE);
+        script_reply(&c, "250 Ok\r\n");
+        script_reply(&c, "250 Ok\r\n");
+        assert_int_equal(script_reply(&c, "354 go\r\n"), SMTPC_ACT_BODY);
+        assert_int_equal(script_reply(&c, replies[k]), SMTPC_ACT_CLOSE);
         ended(&c, &m);
         assert_int_equal(m.results[0].status, want[k]);
         assert_int_equal(m.results[0].at, SMTPC_BODY);
@@ -324,17 +301,17 @@ static void one_command_at_a_time(void **state)
     assert_int_equal(begin(&c, &m), SMTPC_ACT_SEND);
     assert_false(c.pipelining);
     cmd_is(&c, "MAIL FROM:<s@example.org> SIZE=22\r\n");
-    assert_int_equal(reply(&c, "250 2.1.0 Ok\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "250 2.1.0 Ok\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "RCPT TO:<a@example.com>\r\n");
-    assert_int_equal(reply(&c, "250 2.1.5 Ok\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "250 2.1.5 Ok\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "RCPT TO:<b@example.com>\r\n");
-    assert_int_equal(reply(&c, "452 4.2.2 mailbox full\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "452 4.2.2 mailbox full\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "RCPT TO:<c@example.com>\r\n");
-    assert_int_equal(reply(&c, "250 2.1.5 Ok\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "250 2.1.5 Ok\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "DATA\r\n");
-    assert_int_equal(reply(&c, "354 go\r\n"), SMTPC_ACT_BODY);
-    assert_int_equal(event(&c, SMTPC_EV_BODY_SENT, 0), SMTPC_ACT_RECV);
-    assert_int_equal(reply(&c, "451 4.3.0 queue file write error\r\n"), SMTPC_ACT_IDLE);
+    assert_int_equal(script_reply(&c, "354 go\r\n"), SMTPC_ACT_BODY);
+    assert_int_equal(script_event(&c, SMTPC_EV_BODY_SENT, 0), SMTPC_ACT_RECV);
+    assert_int_equal(script_reply(&c, "451 4.3.0 queue file write error\r\n"), SMTPC_ACT_IDLE);
     ended(&c, &m);
     result_is(&m.results[0], SMTP_RCPT_DEFERRED, 451, "4.3.0", SMTPC_DOT);
     result_is(&m.results[1], SMTP_RCPT_DEFERRED, 452, "4.2.2", SMTPC_RCPT);
@@ -343,19 +320,19 @@ static void one_command_at_a_time(void **state)
     /* No accepted recipient: no DATA at all, RSET. */
     msg_init(&m, "s@example.org", 1, "a@example.com");
     begin(&c, &m);
-    assert_int_equal(reply(&c, "250 2.1.0 Ok\r\n"), SMTPC_ACT_SEND);
-    assert_int_equal(reply(&c, "550 5.1.1 unknown\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "250 2.1.0 Ok\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "550 5.1.1 unknown\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "RSET\r\n");
     ended(&c, &m);
 
     /* DATA refused with recipients accepted: they get DATA's verdict. */
-    assert_int_equal(reply(&c, "250 2.0.0 Ok\r\n"), SMTPC_ACT_IDLE);
+    assert_int_equal(script_reply(&c, "250 2.0.0 Ok\r\n"), SMTPC_ACT_IDLE);
     msg_init(&m, "s@example.org", 1, "a@example.com");
     begin(&c, &m);
-    reply(&c, "250 2.1.0 Ok\r\n");
-    assert_int_equal(reply(&c, "250 2.1.5 Ok\r\n"), SMTPC_ACT_SEND);
+    script_reply(&c, "250 2.1.0 Ok\r\n");
+    assert_int_equal(script_reply(&c, "250 2.1.5 Ok\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "DATA\r\n");
-    assert_int_equal(reply(&c, "554 5.7.0 not now, not ever\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "554 5.7.0 not now, not ever\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "RSET\r\n");
     ended(&c, &m);
     result_is(&m.results[0], SMTP_RCPT_BOUNCED, 554, "5.7.0", SMTPC_DATA);
@@ -422,11 +399,11 @@ static void next_message_on_the_connection(void **state)
     to_ready(&c, CAPS_ALL);
     msg_init(&m1, "s@example.org", 1, "a@example.com");
     begin(&c, &m1);
-    reply(&c, "250 Ok\r\n");
-    reply(&c, "250 Ok\r\n");
-    reply(&c, "354 go\r\n");
-    event(&c, SMTPC_EV_BODY_SENT, 0);
-    assert_int_equal(reply(&c, "250 2.0.0 queued\r\n"), SMTPC_ACT_IDLE);
+    script_reply(&c, "250 Ok\r\n");
+    script_reply(&c, "250 Ok\r\n");
+    script_reply(&c, "354 go\r\n");
+    script_event(&c, SMTPC_EV_BODY_SENT, 0);
+    assert_int_equal(script_reply(&c, "250 2.0.0 queued\r\n"), SMTPC_ACT_IDLE);
     ended(&c, &m1);
     assert_int_equal(m1.results[0].status, SMTP_RCPT_DELIVERED);
 
@@ -436,16 +413,16 @@ static void next_message_on_the_connection(void **state)
     assert_int_equal(begin(&c, &m2), SMTPC_ACT_SEND);
     cmd_is(&c, "MAIL FROM:<> SIZE=99\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\n"
                "DATA\r\n");
-    reply(&c, "250 Ok\r\n");
-    reply(&c, "550 5.1.1 no\r\n");
-    reply(&c, "550 5.1.1 no\r\n");
+    script_reply(&c, "250 Ok\r\n");
+    script_reply(&c, "550 5.1.1 no\r\n");
+    script_reply(&c, "550 5.1.1 no\r\n");
     /* After a transaction that failed on the way: RSET first, then READY. */
-    assert_int_equal(reply(&c, "554 5.5.1 no valid recipients\r\n"), SMTPC_ACT_SEND);
+    assert_int_equal(script_reply(&c, "554 5.5.1 no valid recipients\r\n"), SMTPC_ACT_SEND);
     cmd_is(&c, "RSET\r\n");
     ended(&c, &m2);
     /* Not ready until the RSET is answered. */
     assert_int_equal(smtp_client_begin(&c, &m2.txn, &(enum smtpc_action){ 0 }), -EBUSY);
-    assert_int_equal(reply(&c, "250 2.0.0 Ok\r\n"), SMTPC_ACT_IDLE);
+    assert_int_equal(script_reply(&c, "250 2.0.0 Ok\r\n"), SMTPC_ACT_IDLE);
 
     msg_init(&m3, "s@example.org", 1, "d@example.com");
     assert_int_equal(begin(&c, &m3), SMTPC_ACT_SEND);
@@ -459,7 +436,7 @@ static void next_message_on_the_connection(void **state)
     assert_int_equal(act, SMTPC_ACT_SEND);
     cmd_is(&c, "QUIT\r\n");
     assert_int_equal(smtp_client_quit(&c, &act), -EBUSY);
-    assert_int_equal(reply(&c, "221 2.0.0 Bye\r\n"), SMTPC_ACT_CLOSE);
+    assert_int_equal(script_reply(&c, "221 2.0.0 Bye\r\n"), SMTPC_ACT_CLOSE);
     assert_int_equal(c.err, 0);
 }
 
@@ -476,17 +453,17 @@ static void lost_connection_defers(void **state)
         msg_init(&m, "s@example.org", 2, "a@example.com", "reject@example.com");
         begin(&c, &m);
         if (k >= 1)
-            reply(&c, "250 Ok\r\n");
+            script_reply(&c, "250 Ok\r\n");
         if (k >= 2) {
-            reply(&c, "250 Ok\r\n");
-            reply(&c, "550 5.1.1 no\r\n");
-            assert_int_equal(reply(&c, "354 go\r\n"), SMTPC_ACT_BODY);
+            script_reply(&c, "250 Ok\r\n");
+            script_reply(&c, "550 5.1.1 no\r\n");
+            assert_int_equal(script_reply(&c, "354 go\r\n"), SMTPC_ACT_BODY);
         }
         if (k >= 3)
-            event(&c, SMTPC_EV_BODY_SENT, 0);
+            script_event(&c, SMTPC_EV_BODY_SENT, 0);
         assert_int_equal(c.state, where[k]);
         int err = k == 3 ? -ETIMEDOUT : SMTP_ERR_CLOSED;
-        assert_int_equal(event(&c, SMTPC_EV_ERROR, err), SMTPC_ACT_CLOSE);
+        assert_int_equal(script_event(&c, SMTPC_EV_ERROR, err), SMTPC_ACT_CLOSE);
         ended(&c, &m);
         result_is(&m.results[0], SMTP_RCPT_DEFERRED, 451, "4.4.2", where[k]);
         assert_int_equal(m.results[0].source, SMTP_RESULT_NETWORK);
@@ -553,7 +530,7 @@ static void recipients_span_groups(void **state)
         }
         for (unsigned i = 0; i < ncmd; i++) {
             const char *r = data && i == ncmd - 1 ? "354 go\r\n" : "250 Ok\r\n";
-            act = reply(&c, r);
+            act = script_reply(&c, r);
             if (i + 1 < ncmd)
                 assert_int_equal(act, SMTPC_ACT_RECV);
         }
@@ -563,8 +540,8 @@ static void recipients_span_groups(void **state)
     assert_int_equal(act, SMTPC_ACT_BODY);
     assert_int_equal(next, N);
     assert_true(groups >= 2);
-    event(&c, SMTPC_EV_BODY_SENT, 0);
-    assert_int_equal(reply(&c, "250 2.0.0 Ok\r\n"), SMTPC_ACT_IDLE);
+    script_event(&c, SMTPC_EV_BODY_SENT, 0);
+    assert_int_equal(script_reply(&c, "250 2.0.0 Ok\r\n"), SMTPC_ACT_IDLE);
     for (int i = 0; i < N; i++)
         assert_int_equal(results[i].status, SMTP_RCPT_DELIVERED);
 }
@@ -603,7 +580,7 @@ static void bad_transactions(void **state)
     assert_int_equal(c.txns, 0);
 
     /* The body-sent event outside BODY is a driver bug: an error. */
-    assert_int_equal(event(&c, SMTPC_EV_BODY_SENT, 0), SMTPC_ACT_CLOSE);
+    assert_int_equal(script_event(&c, SMTPC_EV_BODY_SENT, 0), SMTPC_ACT_CLOSE);
     assert_int_equal(c.err, SMTP_ERR_UNEXPECTED);
     assert_string_equal(smtpc_state_name(SMTPC_DOT), "end-of-data");
     assert_string_equal(smtp_rcpt_status_name(SMTP_RCPT_BOUNCED), "bounced");
