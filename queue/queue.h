@@ -417,4 +417,14 @@ struct queue_dsn_input {
 int queue_dsn_build(const struct queue_dsn_input *in, void **out, size_t *len,
                     struct queue_envelope **dsn_env);
 
+/* Builds the DSN for in (queue_dsn_build) and enqueues it through port as a message of
+ * its own (null sender, to the original sender), so it is durable and delivered like
+ * any other. done runs once with the DSN's new id when it is durable (or failed); the
+ * DSN's buffers are the port's until then. in and what it points to are borrowed for
+ * the call only. Returns 0 (done will run), -ENOENT (nothing to report: a DSN is
+ * never bounced, or no recipient asks for one), or what queue_dsn_build and
+ * queue_port_enqueue return (done will not run). */
+int queue_port_enqueue_dsn(struct queue_port *port, const struct queue_dsn_input *in,
+                           queue_done_fn done, void *arg);
+
 #endif /* FLOORMTA_QUEUE_H */
