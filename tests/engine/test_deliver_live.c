@@ -1,0 +1,596 @@
+/*
+ * tests/engine/test_deliver_live.c — delivery attempts (engine/deliver.h) end to end:
+ * a real dnsmasq on 127.0.0.1 serves the zone below, and floormta-sink listens on
+ * loopback addresses (127.0.0.2, .3) sharing one port, in the receiver profiles each
+ * test needs (one sink process per test, so its counters are the test's own).
+ *
+ *   mixed.floormta.test  MX 10 mx1 (127.0.0.2), MX 20 mx (127.0.0.3)
+ *   old.floormta.test    MX 10 mx1 (127.0.0.2)
+ *   good.floormta.test   MX 10 mx (127.0.0.3)
+ *   mx.floormta.test     no MX, an address: implicit MX
+ *   null.floormta.test   null MX
+ *   nothere.floormta.test  NXDOMAIN
+ *
+ * The certificate of the "valid" leaf names mx.floormta.test, so the good receiver is
+ * always that host. Exit 77 when io_uring is unavailable; dnsmasq missing is a failure.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "engine/capcache.h"
+#include "engine/deliver.h"
+#include "engine/dns_loop.h"
+#include "engine/log.h"
+#include "engine/loop.h"
+#include "queue/queue.h"
+#include "tests/dns/dnsmasq_fixture.h"
+#include "tests/pki/testpki.h"
+#include "tls/tls.h"
+
+#define MX_NAME "mx.floormta.test"
+
+static const char zone[] = "local-ttl=60\n"
+                           "mx-host=mixed.floormta.test,mx1.floormta.test,10\n"
+                           "mx-host=mixed.floormta.test,mx.floormta.test,20\n"
+                           "host-record=mx1.floormta.test,127.0.0.2\n"
+                           "host-record=mx.floormta.test,127.0.0.3\n"
+                           "mx-host=old.floormta.test,mx1.floormta.test,10\n"
+                           "mx-host=good.floormta.test,mx.floormta.test,10\n"
+                           "dns-rr=null.floormta.test,15,000000\n";
+
+static char work[] = "/tmp/floormta-deliver-live-XXXXXX";
+static struct tls_ctx *tls;
+static struct dnsq Q;
+static pid_t sink_pid;
+
+/* ---- the sink --------------------------------------------------------------------------- */
+
+struct sink {
+    pid_t pid;
+    uint16_t port;
+    char out[PATH_MAX];
+};
+
+struct sink_counters {
+    unsigned long long messages, bytes, connections, handshakes, rsets, pipelined, refused;
+};
+
+/* Starts one sink with a listener per "ADDR=PROFILE" (NULL-terminated), all on one
+ * random port (another one if it is taken). */
+static void sink_start(struct sink *k, ...)
+{
+    const char *bin = getenv("FLOORMTA_BIN");
+    assert_non_null(bin);
+    const char *specs[4];
+    unsigned n = 0;
+    va_list ap;
+    va_start(ap, k);
+    for (const char *s; n < 4 && (s = va_arg(ap, const char *)) != NULL;)
+        specs[n++] = s;
+    va_end(ap);
+    char exe[PATH_MAX], ready[PATH_MAX], listen[4][64];
+    snprintf(exe, sizeof(exe), "%s/floormta-sink", bin);
+    snprintf(ready, sizeof(ready), "%s/sink.ready", work);
+    snprintf(k->out, sizeof(k->out), "%s/sink.out", work);
+    for (int attempt = 0; attempt < 10; attempt++) {
+        k->port = (uint16_t)(20000 + rand() % 40000);
+        const char *argv[32] = { exe,   "--pki",       work,  "--name", MX_NAME, "--ready-file",
+                                 ready, "--log-level", "warn" };
+        unsigned a = 9;
+        for (unsigned i = 0; i < n; i++) {
+            const char *eq = strchr(specs[i], '=');
+            snprintf(listen[i], sizeof(listen[i]), "%.*s:%u%s", (int)(eq - specs[i]), specs[i],
+                     (unsigned)k->port, eq);
+            argv[a++] = "--listen";
+            argv[a++] = listen[i];
+        }
+        unlink(ready);
+        k->pid = fork();
+        assert_true(k->pid >= 0);
+        if (k->pid == 0) {
+            if (!freopen(k->out, "w", stdout) || !freopen("/dev/null", "w", stderr))
+                _exit(127);
+            execv(exe, (char *const *)argv);
+            _exit(127);
+        }
+        sink_pid = k->pid;
+        for (int i = 0; i < 200; i++) {
+            if (access(ready, F_OK) == 0)
+                return;
+            if (waitpid(k->pid, NULL, WNOHANG) == k->pid)
+                break; /* the port was taken: another one */
+            usleep(25 * 1000);
+        }
+        kill(k->pid, SIGKILL);
+        waitpid(k->pid, NULL, 0);
+        sink_pid = 0;
+    }
+    fail_msg("floormta-sink did not start (%s)", exe);
+}
+
+static void sink_stop(struct sink *k, struct sink_counters *c)
+{
+    kill(k->pid, SIGTERM);
+    int status = 0;
+    assert_int_equal(waitpid(k->pid, &status, 0), k->pid);
+    sink_pid = 0;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    FILE *f = fopen(k->out, "r");
+    assert_non_null(f);
+    char line[512];
+    bool found = false;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line,
+                   "sink: messages=%llu bytes=%llu connections=%llu tls_handshakes=%llu "
+                   "rsets=%llu pipelined=%llu rcpts_refused=%llu",
+                   &c->messages, &c->bytes, &c->connections, &c->handshakes, &c->rsets,
+                   &c->pipelined, &c->refused) == 7)
+            found = true;
+    fclose(f);
+    assert_true(found);
+}
+
+/* ---- one engine: loop, resolver, capability cache ------------------------------------------ */
+
+struct env {
+    struct eng_loop *loop;
+    struct eng_dns *dns;
+    struct eng_capcache *cap;
+    uint16_t port;
+};
+
+static void env_init(struct env *e, uint16_t port)
+{
+    memset(e, 0, sizeof(*e));
+    assert_int_equal(eng_loop_new(NULL, &e->loop), 0);
+    struct dns_config dcfg = { .servers = Q.server, .timeout_ms = 1000, .tries = 2 };
+    assert_int_equal(eng_dns_new(e->loop, &dcfg, &e->dns), 0);
+    assert_int_equal(eng_capcache_new(NULL, &e->cap), 0);
+    e->port = port ? port : 25;
+}
+
+static void env_free(struct env *e)
+{
+    eng_dns_free(e->dns);
+    eng_loop_free(e->loop);
+    eng_capcache_free(e->cap);
+}
+
+/* A report kept past its callback. */
+struct outcome {
+    bool done;
+    struct eng_deliver_report rep;
+    struct queue_envelope *env;
+    char *json;
+};
+
+static void on_done(void *arg, const struct eng_deliver_report *rep)
+{
+    struct outcome *o = arg;
+    assert_false(o->done);
+    o->done = true;
+    o->rep = *rep;
+    o->env = queue_envelope_dup(rep->env);
+    o->json = strdup(rep->log_json);
+    o->rep.env = o->env;
+    o->rep.log_json = o->json;
+}
+
+static void outcome_free(struct outcome *o)
+{
+    queue_envelope_free(o->env);
+    free(o->json);
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static const char body[] = "From: a@sender.test\r\nSubject: t\r\n\r\nhello\r\n";
+
+static void attempt(struct env *e, const struct queue_envelope *qe, struct outcome *o)
+{
+    memset(o, 0, sizeof(*o));
+    struct eng_deliver_config cfg = {
+        .loop = e->loop,
+        .dns = e->dns,
+        .tls = tls,
+        .capcache = e->cap,
+        .helo_name = "client.floormta.test",
+        .port = e->port,
+        .connect_timeout_ms = 5000,
+        .reply_timeout_ms = 5000,
+    };
+    assert_int_equal(eng_deliver_start(&cfg, qe, body, sizeof(body) - 1, on_done, o), 0);
+    assert_false(o->done); /* never from inside the call */
+    uint64_t end = now_ms() + 15000;
+    while (!o->done && now_ms() < end)
+        assert_true(eng_loop_run_once(e->loop, 50) >= 0);
+    assert_true(o->done);
+}
+
+static struct queue_envelope *envelope(const char *domain, unsigned n, ...)
+{
+    struct queue_envelope *qe = queue_envelope_alloc(n);
+    assert_non_null(qe);
+    qe->id = 0x1234;
+    snprintf(qe->sender, sizeof(qe->sender), "a@sender.test");
+    snprintf(qe->domain, sizeof(qe->domain), "%s", domain);
+    qe->content_size = sizeof(body) - 1;
+    va_list ap;
+    va_start(ap, n);
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(qe->rcpts[i].addr, sizeof(qe->rcpts[i].addr), "%s@%s", va_arg(ap, const char *),
+                 domain);
+        qe->rcpts[i].state = QUEUE_RCPT_PENDING;
+    }
+    va_end(ap);
+    return qe;
+}
+
+/* The delivery-log line parses and carries its fields; returns it (json_decref it). */
+static json_t *check_json(const struct outcome *o, const char *result)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(o->json, 0, &jerr);
+    if (!j)
+        fail_msg("delivery log line does not parse: %s: %s", jerr.text, o->json);
+    assert_string_equal(json_string_value(json_object_get(j, "queue_id")), "0000000000001234");
+    assert_string_equal(json_string_value(json_object_get(j, "domain")), o->env->domain);
+    assert_string_equal(json_string_value(json_object_get(j, "result")), result);
+    json_t *r = json_object_get(j, "recipients");
+    assert_true(json_is_array(r));
+    assert_int_equal(json_array_size(r), o->env->nrcpts);
+    static const char *const keys[] = { "mx",     "address",    "smtp_reply", "tls", "verdict",
+                                        "reason", "connection", "durations",  "dns" };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (!json_object_get(j, keys[i]))
+            fail_msg("delivery log line lacks %s: %s", keys[i], o->json);
+    json_t *t = json_object_get(j, "durations");
+    assert_true(json_is_integer(json_object_get(t, "dns_ms")));
+    assert_true(json_is_integer(json_object_get(t, "connect_ms")));
+    assert_true(json_is_integer(json_object_get(t, "txn_ms")));
+    return j;
+}
+
+static void assert_contains(const char *hay, const char *needle)
+{
+    if (!strstr(hay, needle))
+        fail_msg("\"%s\" not in \"%s\"", needle, hay);
+}
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+/* The primary is below the floor: delivered through the secondary, primary cached. */
+static void test_secondary_after_refusal(void **state)
+{
+    (void)state;
+    struct sink k;
+    sink_start(&k, "127.0.0.2=tls1.0-only", "127.0.0.3=tls1.2", NULL);
+    struct env e;
+    env_init(&e, k.port);
+    struct queue_envelope *qe = envelope("mixed.floormta.test", 1, "ok");
+    struct outcome o;
+    attempt(&e, qe, &o);
+
+    assert_int_equal(o.rep.result, ENG_DELIVER_DELIVERED);
+    assert_int_equal(o.env->rcpts[0].state, QUEUE_RCPT_DELIVERED);
+    assert_int_equal(o.env->rcpts[0].attempts, 1);
+    assert_int_equal(o.env->rcpts[0].last.kind, QUEUE_RESULT_SMTP);
+    assert_int_equal(o.env->rcpts[0].last.code, 250);
+    char remote[64];
+    snprintf(remote, sizeof(remote), MX_NAME "[127.0.0.3]:%u", (unsigned)k.port);
+    assert_string_equal(o.env->rcpts[0].last.remote, remote);
+    assert_true(o.rep.transacted);
+    assert_string_equal(o.rep.mx_host, MX_NAME);
+    assert_int_equal(o.rep.verdict.ev.version, TLS_VERSION_1_2);
+    assert_true(o.rep.verdict.pass);
+    assert_int_equal(o.rep.connections, 2);
+    assert_int_equal(qe->rcpts[0].state, QUEUE_RCPT_PENDING); /* the caller's is untouched */
+
+    json_t *j = check_json(&o, "delivered");
+    assert_string_equal(json_string_value(json_object_get(j, "mx")), MX_NAME);
+    json_t *t = json_object_get(j, "tls");
+    assert_string_equal(json_string_value(json_object_get(t, "version")), "TLSv1.2");
+    assert_true(json_string_length(json_object_get(t, "cipher")) > 0);
+    assert_contains(json_string_value(json_object_get(t, "subject")), MX_NAME);
+    assert_true(json_is_string(json_object_get(t, "issuer")));
+    assert_int_equal(json_string_length(json_object_get(t, "fingerprint")), 64);
+    assert_string_equal(json_string_value(json_object_get(t, "session")), "full");
+    assert_string_equal(json_string_value(json_object_get(j, "verdict")), "pass");
+    assert_string_equal(json_string_value(json_object_get(j, "connection")), "new");
+    assert_string_equal(json_string_value(json_object_get(j, "reason")), "none");
+    assert_string_equal(json_string_value(json_object_get(j, "refused_before")),
+                        "version_below_floor");
+    assert_contains(json_string_value(json_object_get(j, "smtp_reply")), "250");
+    json_decref(j);
+
+    struct eng_capcache_entry ce;
+    assert_int_equal(eng_capcache_check(e.cap, "mx1.floormta.test", k.port, time(NULL), &ce),
+                     ENG_CAPCACHE_BLOCKED);
+    assert_int_equal(ce.reason, TLS_REASON_VERSION_BELOW_FLOOR);
+    assert_int_equal(eng_capcache_check(e.cap, MX_NAME, k.port, time(NULL), NULL),
+                     ENG_CAPCACHE_PASSED);
+
+    struct sink_counters c;
+    sink_stop(&k, &c);
+    assert_int_equal(c.messages, 1);
+    assert_int_equal(c.connections, 2);
+    outcome_free(&o);
+    queue_envelope_free(qe);
+    env_free(&e);
+}
+
+/* The only MX is below the floor: deferred with the reason; then from the cache. */
+static void test_below_floor_then_cached(void **state)
+{
+    (void)state;
+    struct sink k;
+    sink_start(&k, "127.0.0.2=tls1.0-only", NULL);
+    struct env e;
+    env_init(&e, k.port);
+    struct queue_envelope *qe = envelope("old.floormta.test", 2, "a", "b");
+    struct outcome o;
+    attempt(&e, qe, &o);
+    assert_int_equal(o.rep.result, ENG_DELIVER_DEFERRED);
+    assert_false(o.rep.transacted);
+    assert_int_equal(o.rep.refusal, TLS_REASON_VERSION_BELOW_FLOOR);
+    assert_int_equal(o.rep.connections, 1);
+    for (unsigned i = 0; i < 2; i++) {
+        const struct queue_rcpt *r = &o.env->rcpts[i];
+        assert_int_equal(r->state, QUEUE_RCPT_DEFERRED);
+        assert_int_equal(r->attempts, 1);
+        assert_int_equal(r->last.kind, QUEUE_RESULT_TLS);
+        assert_int_equal(r->last.code / 100, 4);
+        assert_string_equal(r->last.enhanced, "4.7.5");
+        assert_contains(r->last.text, "version_below_floor");
+    }
+    json_t *j = check_json(&o, "deferred");
+    assert_string_equal(json_string_value(json_object_get(j, "verdict")), "refuse");
+    assert_string_equal(json_string_value(json_object_get(j, "reason")), "version_below_floor");
+    json_decref(j);
+
+    /* Second attempt, with the updated envelope: no connection at all. */
+    struct outcome o2;
+    attempt(&e, o.env, &o2);
+    assert_int_equal(o2.rep.result, ENG_DELIVER_DEFERRED);
+    assert_int_equal(o2.rep.connections, 0);
+    assert_int_equal(o2.rep.skipped_cached, 1);
+    assert_int_equal(o2.rep.refusal, TLS_REASON_VERSION_BELOW_FLOOR);
+    for (unsigned i = 0; i < 2; i++) {
+        const struct queue_rcpt *r = &o2.env->rcpts[i];
+        assert_int_equal(r->state, QUEUE_RCPT_DEFERRED);
+        assert_int_equal(r->attempts, 2);
+        assert_int_equal(r->last.kind, QUEUE_RESULT_TLS);
+        assert_contains(r->last.text, "cached refusal");
+        assert_contains(r->last.text, "version_below_floor");
+    }
+    json_decref(check_json(&o2, "deferred"));
+
+    struct sink_counters c;
+    sink_stop(&k, &c);
+    assert_int_equal(c.connections, 1);
+    assert_int_equal(c.messages, 0);
+    outcome_free(&o);
+    outcome_free(&o2);
+    queue_envelope_free(qe);
+    env_free(&e);
+}
+
+static void test_null_mx(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e, 0);
+    struct queue_envelope *qe = envelope("null.floormta.test", 2, "a", "b");
+    struct outcome o;
+    attempt(&e, qe, &o);
+    assert_int_equal(o.rep.result, ENG_DELIVER_BOUNCED);
+    assert_int_equal(o.rep.dns_outcome, DNS_OUTCOME_NULLMX);
+    assert_int_equal(o.rep.connections, 0);
+    for (unsigned i = 0; i < 2; i++) {
+        const struct queue_rcpt *r = &o.env->rcpts[i];
+        assert_int_equal(r->state, QUEUE_RCPT_BOUNCED);
+        assert_int_equal(r->last.kind, QUEUE_RESULT_DNS);
+        assert_int_equal(r->last.code, 556);
+        assert_string_equal(r->last.enhanced, "5.1.10");
+        assert_contains(r->last.text, "null_mx");
+    }
+    json_decref(check_json(&o, "bounced"));
+    outcome_free(&o);
+    queue_envelope_free(qe);
+    env_free(&e);
+}
+
+static void test_implicit_mx(void **state)
+{
+    (void)state;
+    struct sink k;
+    sink_start(&k, "127.0.0.3=tls1.2", NULL);
+    struct env e;
+    env_init(&e, k.port);
+    struct queue_envelope *qe = envelope(MX_NAME, 1, "ok");
+    struct outcome o;
+    attempt(&e, qe, &o);
+    assert_int_equal(o.rep.result, ENG_DELIVER_DELIVERED);
+    assert_string_equal(o.rep.mx_host, MX_NAME);
+    assert_int_equal(o.env->rcpts[0].state, QUEUE_RCPT_DELIVERED);
+    json_decref(check_json(&o, "delivered"));
+    struct sink_counters c;
+    sink_stop(&k, &c);
+    assert_int_equal(c.messages, 1);
+    outcome_free(&o);
+    queue_envelope_free(qe);
+    env_free(&e);
+}
+
+static void test_per_recipient(void **state)
+{
+    (void)state;
+    struct sink k;
+    sink_start(&k, "127.0.0.3=valid", NULL);
+    struct env e;
+    env_init(&e, k.port);
+    struct queue_envelope *qe = envelope("good.floormta.test", 3, "tempfail-x", "reject-y", "ok");
+    struct outcome o;
+    attempt(&e, qe, &o);
+    assert_int_equal(o.rep.result, ENG_DELIVER_MIXED);
+    assert_int_equal(o.rep.delivered, 1);
+    assert_int_equal(o.rep.deferred, 1);
+    assert_int_equal(o.rep.bounced, 1);
+    const struct queue_rcpt *r = o.env->rcpts;
+    assert_int_equal(r[0].state, QUEUE_RCPT_DEFERRED);
+    assert_int_equal(r[0].last.code, 451);
+    assert_int_equal(r[0].last.kind, QUEUE_RESULT_SMTP);
+    assert_int_equal(r[1].state, QUEUE_RCPT_BOUNCED);
+    assert_int_equal(r[1].last.code, 550);
+    assert_string_equal(r[1].last.enhanced, "5.1.1");
+    assert_int_equal(r[2].state, QUEUE_RCPT_DELIVERED);
+    assert_int_equal(r[2].last.code, 250);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(r[i].attempts, 1);
+    json_t *j = check_json(&o, "mixed");
+    json_t *a = json_object_get(j, "recipients");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(a, 0), "state")),
+                        "deferred");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(a, 1), "state")),
+                        "bounced");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(a, 2), "state")),
+                        "delivered");
+    json_decref(j);
+    struct sink_counters c;
+    sink_stop(&k, &c);
+    assert_int_equal(c.messages, 1);
+    outcome_free(&o);
+    queue_envelope_free(qe);
+    env_free(&e);
+}
+
+static void test_drop_data(void **state)
+{
+    (void)state;
+    struct sink k;
+    sink_start(&k, "127.0.0.3=drop-data", NULL);
+    struct env e;
+    env_init(&e, k.port);
+    struct queue_envelope *qe = envelope("good.floormta.test", 2, "a", "b");
+    struct outcome o;
+    attempt(&e, qe, &o);
+    assert_int_equal(o.rep.result, ENG_DELIVER_DEFERRED);
+    for (unsigned i = 0; i < 2; i++) {
+        assert_int_equal(o.env->rcpts[i].state, QUEUE_RCPT_DEFERRED);
+        assert_int_equal(o.env->rcpts[i].last.kind, QUEUE_RESULT_NETWORK);
+        assert_int_equal(o.env->rcpts[i].last.code / 100, 4);
+    }
+    json_decref(check_json(&o, "deferred"));
+    struct sink_counters c;
+    sink_stop(&k, &c);
+    assert_int_equal(c.messages, 0);
+    outcome_free(&o);
+    queue_envelope_free(qe);
+    env_free(&e);
+}
+
+static void test_nxdomain(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e, 0);
+    struct queue_envelope *qe = envelope("nothere.floormta.test", 1, "a");
+    struct outcome o;
+    attempt(&e, qe, &o);
+    assert_int_equal(o.rep.result, ENG_DELIVER_BOUNCED);
+    assert_int_equal(o.rep.dns_outcome, DNS_OUTCOME_PERMFAIL);
+    assert_int_equal(o.rep.connections, 0);
+    assert_int_equal(o.env->rcpts[0].state, QUEUE_RCPT_BOUNCED);
+    assert_int_equal(o.env->rcpts[0].last.kind, QUEUE_RESULT_DNS);
+    assert_int_equal(o.env->rcpts[0].last.code, 550);
+    assert_contains(o.env->rcpts[0].last.text, "nxdomain");
+    json_decref(check_json(&o, "bounced"));
+    outcome_free(&o);
+    queue_envelope_free(qe);
+    env_free(&e);
+}
+
+/* ---- fixture ------------------------------------------------------------------------------ */
+
+static int stop_sink(void **state)
+{
+    (void)state;
+    if (sink_pid > 0) {
+        kill(sink_pid, SIGKILL);
+        waitpid(sink_pid, NULL, 0);
+        sink_pid = 0;
+    }
+    return 0;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (mkdtemp(work) == NULL || testpki_generate(work, MX_NAME) != 0)
+        return -1;
+    char ca[PATH_MAX];
+    snprintf(ca, sizeof(ca), "%s/ca.crt", work);
+    struct tls_client_config cfg = { .ca_file = ca };
+    if (tls_ctx_new_client(&cfg, &tls) != 0)
+        return -1;
+    if (dnsq_init(&Q) != 0 || dnsq_start(&Q, zone) != 0)
+        return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    dnsq_stop(&Q);
+    tls_ctx_free(tls);
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", work);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    struct eng_loop *probe = NULL;
+    int rc = eng_loop_new(NULL, &probe);
+    if (rc == ENG_ERR_URING) {
+        fprintf(stderr, "io_uring is not available: skipped\n");
+        return 77;
+    }
+    eng_loop_free(probe);
+    if (getenv("FLOORMTA_BIN") == NULL) {
+        fprintf(stderr, "FLOORMTA_BIN is not set (run through ctest): skipped\n");
+        return 77;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    srand((unsigned)getpid() ^ (unsigned)time(NULL));
+    eng_log_set_level(getenv("DELIVER_LIVE_DEBUG") ? ENG_LOG_DEBUG : ENG_LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_secondary_after_refusal, stop_sink),
+        cmocka_unit_test_teardown(test_below_floor_then_cached, stop_sink),
+        cmocka_unit_test_teardown(test_null_mx, stop_sink),
+        cmocka_unit_test_teardown(test_implicit_mx, stop_sink),
+        cmocka_unit_test_teardown(test_per_recipient, stop_sink),
+        cmocka_unit_test_teardown(test_drop_data, stop_sink),
+        cmocka_unit_test_teardown(test_nxdomain, stop_sink),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
