@@ -1,0 +1,103 @@
+/*
+ * engine/worker.h — connects the queue to delivery attempts, on one loop and one thread.
+ *
+ * A worker owns a scheduler (queue_sched) filled from the spool at start, a port to the
+ * spool's committer (its eventfd watched by a loop poll) and a loop timer set to the
+ * scheduler's next due time. Whenever entries are ready and fewer than max_attempts
+ * attempts are running, it reads the next message from the spool and starts an
+ * attempt (engine/deliver.h). When an attempt ends, the worker acts on its report:
+ *   - recipients that bounced in this attempt get a FAILED DSN (never for a DSN);
+ *   - a message not finished is deferred on the retry clock (queue_sched_defer): a delay
+ *     warning enqueues a DELAYED DSN, and past max_age every remaining recipient is
+ *     bounced with a LOCAL "expired" result and a FAILED DSN;
+ *   - the new state is persisted (queue_port_update) before it is acted on: a finished
+ *     message is removed from the spool and the scheduler only once its final state is
+ *     durable, and a deferred one is not retried before its state is durable.
+ * DSNs are enqueued durably (and scheduled like any message) before the state that
+ * made them is persisted: a crash in between sends a DSN twice, never zero times.
+ *
+ * Threading: everything runs on the loop's thread (the caller's); the multi-thread pool
+ * comes later.
+ */
+#ifndef FLOORMTA_ENGINE_WORKER_H
+#define FLOORMTA_ENGINE_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/capcache.h"
+#include "engine/dns_loop.h"
+#include "engine/loop.h"
+#include "queue/queue.h"
+#include "tls/tls.h"
+
+struct eng_worker;
+
+struct eng_worker_config {
+    struct eng_loop *loop;           /* borrowed; outlives the worker */
+    struct queue_spool *spool;       /* borrowed; outlives the worker */
+    struct eng_dns *dns;             /* borrowed; on loop */
+    struct tls_ctx *tls;             /* borrowed: the client context with the floor */
+    struct tls_cache *tls_cache;     /* borrowed; may be NULL */
+    struct eng_capcache *capcache;   /* borrowed; may be NULL */
+    struct queue_retry_config retry; /* copied; zeros are the scheduler's defaults */
+    const char *helo_name;           /* our EHLO name; copied */
+    const char *reporting_mta;       /* DSN Reporting-MTA; copied; NULL = helo_name */
+    uint16_t port;                   /* SMTP port of every MX (tests); 0 = 25 */
+    unsigned max_attempts;           /* attempts running at once; 0 = 100 */
+    unsigned connect_timeout_ms;     /* as in eng_deliver_config; 0 = its default */
+    unsigned reply_timeout_ms;       /* as in eng_deliver_config; 0 = its default */
+};
+
+struct eng_worker_stats {
+    uint64_t enqueued;  /* messages made durable through eng_worker_enqueue */
+    uint64_t attempts;  /* delivery attempts started */
+    uint64_t delivered; /* recipients delivered (state durable) */
+    uint64_t bounced;   /* recipients bounced, expiry included (state durable) */
+    uint64_t deferred;  /* attempts that left their message deferred (state durable) */
+    uint64_t expired;   /* messages bounced for their age */
+    uint64_t removed;   /* finished messages removed from the spool */
+    uint64_t dsns;      /* DSNs made durable (FAILED and DELAYED) */
+    uint64_t recovered; /* messages scheduled by eng_worker_start */
+    uint64_t errors;    /* spool reads, updates or DSNs that failed (logged) */
+    uint64_t running;   /* attempts running now */
+};
+
+/* Creates a worker (nothing runs until eng_worker_start). cfg is borrowed for the call
+ * (the objects it points to for the worker's life). Returns 0 and *out (free with
+ * eng_worker_free), -EINVAL (a required pointer or the helo name missing), -ENOMEM. */
+int eng_worker_new(const struct eng_worker_config *cfg, struct eng_worker **out);
+
+/* Recovers the spool (queue_spool_recover) into a new scheduler, each message at its
+ * persisted next attempt; opens the worker's port and watches it; arms the due timer
+ * and starts whatever is ready. Call once, on the loop thread, before anything else
+ * is submitted to the spool. Returns 0, or what the spool, scheduler or loop returns. */
+int eng_worker_start(struct eng_worker *w);
+
+/* Called once a message given to eng_worker_enqueue is durable (res 0, id its new id)
+ * or failed (res < 0: nothing was queued). From the loop thread. */
+typedef void (*eng_worker_done_fn)(void *arg, queue_id_t id, int res);
+
+/* Enqueues a message through the worker's port (env: as for queue_port_enqueue; its
+ * recipients start PENDING; arrival 0 = now) and, once it is durable, schedules it
+ * (ready now unless env->next_attempt is later) and calls done. env is copied; content
+ * is borrowed until done runs. Returns 0 (done will run, never from inside this
+ * call), -EINVAL (not started, closing, NULL arguments), -ENOMEM, or what
+ * queue_port_enqueue returns (done will not run then). */
+int eng_worker_enqueue(struct eng_worker *w, const struct queue_envelope *env, const void *content,
+                       size_t len, eng_worker_done_fn done, void *arg);
+
+/* Copies the counters out. */
+void eng_worker_stats(const struct eng_worker *w, struct eng_worker_stats *out);
+
+/* The worker's scheduler (borrowed until eng_worker_free; NULL before start): for
+ * tests and the admin API, from the loop thread only. */
+struct queue_sched *eng_worker_sched(struct eng_worker *w);
+
+/* Stops starting attempts, then drives the loop (eng_loop_run_once) until the running
+ * attempts and the port's requests have completed (their states persisted), closes the
+ * worker's handles and frees it. Call from the loop thread but never from inside a
+ * loop callback. NULL is a no-op. */
+void eng_worker_free(struct eng_worker *w);
+
+#endif /* FLOORMTA_ENGINE_WORKER_H */

@@ -1,0 +1,304 @@
+/*
+ * engine/worker_attempt.c — what the end of one delivery attempt does to the queue.
+ *
+ * From the report's updated envelope: the scheduler decides (finished, or deferred with
+ * a retry, a delay warning or expiry); the DSNs are built and enqueued; once they are
+ * durable the new state is persisted; once that is durable it is acted on (a finished
+ * message removed, a deferred one left to its timer). An attempt slot walks
+ * DELIVERING -> [DSN] -> PERSISTING -> [REMOVING] -> FREE, one state per wait.
+ *
+ * Why the DSNs go first: a crash after a durable DSN and before the durable state
+ * sends that DSN again after the restart; the other order could lose it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/log.h"
+#include "engine/worker_int.h"
+
+#define WK_DEFAULT_MAX_AGE (5 * 86400) /* queue_retry_config's default */
+
+static const char *const state_names[] = {
+#define WK_ATTEMPT_NAME(name, str) str,
+    WK_ATTEMPT_STATES(WK_ATTEMPT_NAME)
+#undef WK_ATTEMPT_NAME
+};
+
+void eng_worker_attempt_set(struct wk_attempt *a, enum wk_attempt_state s)
+{
+    if (eng_log_enabled(ENG_LOG_DEBUG) && a->entry) {
+        char hex[QUEUE_ID_HEX];
+        eng_log(ENG_LOG_DEBUG, "worker: message=%s %s -> %s",
+                queue_id_format(queue_entry_id(a->entry), hex), state_names[a->state],
+                state_names[s]);
+    }
+    a->state = s;
+}
+
+static const char *id_hex(const struct wk_attempt *a, char hex[QUEUE_ID_HEX])
+{
+    return queue_id_format(a->upd ? a->upd->id : a->env->id, hex);
+}
+
+void eng_worker_attempt_release(struct wk_attempt *a)
+{
+    struct eng_worker *w = a->w;
+    queue_envelope_free(a->env);
+    queue_envelope_free(a->upd);
+    free(a->content);
+    eng_worker_attempt_set(a, WK_FREE);
+    *a = (struct wk_attempt){ .w = w, .state = WK_FREE, .next_free = w->free_slots };
+    w->free_slots = a;
+    eng_worker_pump(w);
+}
+
+static bool is_final(enum queue_rcpt_state s)
+{
+    return s == QUEUE_RCPT_DELIVERED || s == QUEUE_RCPT_BOUNCED;
+}
+
+/* "3 seconds", "2 hours", "5 days": how long the message was queued. */
+static void format_age(int64_t secs, char *out, size_t cap)
+{
+    if (secs >= 2 * 86400)
+        snprintf(out, cap, "%lld days", (long long)(secs / 86400));
+    else if (secs >= 2 * 3600)
+        snprintf(out, cap, "%lld hours", (long long)(secs / 3600));
+    else if (secs >= 120)
+        snprintf(out, cap, "%lld minutes", (long long)(secs / 60));
+    else
+        snprintf(out, cap, "%lld seconds", (long long)(secs < 0 ? 0 : secs));
+}
+
+/* Past max_age: every recipient not final is bounced, decided here, with the last
+ * result's text as the reason the message could not go. */
+static void expire(struct wk_attempt *a, int64_t now)
+{
+    struct queue_envelope *u = a->upd;
+    char age[32];
+    format_age(now - u->arrival, age, sizeof(age));
+    for (unsigned i = 0; i < u->nrcpts; i++) {
+        struct queue_rcpt *r = &u->rcpts[i];
+        if (is_final(r->state))
+            continue;
+        struct queue_result last = r->last;
+        r->state = QUEUE_RCPT_BOUNCED;
+        r->last = (struct queue_result){ .kind = QUEUE_RESULT_LOCAL, .code = 550, .when = now };
+        snprintf(r->last.enhanced, sizeof(r->last.enhanced), "5.4.7");
+        snprintf(r->last.remote, sizeof(r->last.remote), "%s", last.remote);
+        snprintf(r->last.text, sizeof(r->last.text), "expired after %s in the queue; last: %.*s",
+                 age, 400, last.text[0] ? last.text : "never tried");
+    }
+    a->expired = true;
+}
+
+static void persist(struct wk_attempt *a);
+
+static void dsn_done(void *arg, queue_id_t id, int res)
+{
+    struct wk_attempt *a = arg;
+    (void)id;
+    if (res != 0) {
+        char hex[QUEUE_ID_HEX];
+        eng_log(ENG_LOG_ERROR, "worker: DSN for message=%s not queued: %s", id_hex(a, hex),
+                queue_strerror(res));
+        a->w->stats.errors++;
+    }
+    if (--a->dsn_pending == 0)
+        persist(a);
+}
+
+/* Builds one DSN about view and enqueues it; a->dsn_pending counts it. A DSN that
+ * cannot be made is logged and does not hold the message back. */
+static void dsn_enqueue(struct wk_attempt *a, const struct queue_envelope *view,
+                        enum queue_dsn_action action, int64_t now)
+{
+    struct eng_worker *w = a->w;
+    uint32_t max_age = w->cfg.retry.max_age ? w->cfg.retry.max_age : WK_DEFAULT_MAX_AGE;
+    struct queue_dsn_input in = {
+        .reporting_mta = w->cfg.reporting_mta,
+        .env = view,
+        .action = action,
+        .content = a->content,
+        .content_len = a->len,
+        .now = now,
+        .retry_until = view->arrival + max_age,
+    };
+    void *buf = NULL;
+    size_t len = 0;
+    struct queue_envelope *denv = NULL;
+    int rc = queue_dsn_build(&in, &buf, &len, &denv);
+    if (rc == -ENOENT)
+        return; /* nobody asked for one */
+    if (rc == 0)
+        rc = eng_worker_enqueue_owned(w, denv, buf, len, dsn_done, a);
+    if (rc != 0) {
+        char hex[QUEUE_ID_HEX];
+        eng_log(ENG_LOG_ERROR, "worker: cannot make a DSN for message=%s: %s", id_hex(a, hex),
+                rc < -10000 ? queue_strerror(rc) : strerror(-rc));
+        w->stats.errors++;
+        return;
+    }
+    a->dsn_pending++;
+}
+
+/* A FAILED DSN for the recipients this attempt bounced: those bounced by an earlier
+ * attempt were reported then, so the view shows them as not bounced. */
+static void dsn_failed(struct wk_attempt *a, int64_t now)
+{
+    struct queue_envelope *view = queue_envelope_dup(a->upd);
+    if (!view) {
+        a->w->stats.errors++;
+        eng_log(ENG_LOG_ERROR, "worker: out of memory for a DSN");
+        return;
+    }
+    for (unsigned i = 0; i < view->nrcpts; i++)
+        if (a->env->rcpts[i].state == QUEUE_RCPT_BOUNCED)
+            view->rcpts[i].state = QUEUE_RCPT_DELIVERED;
+    dsn_enqueue(a, view, QUEUE_DSN_FAILED, now);
+    queue_envelope_free(view);
+}
+
+/* a->upd holds the attempt's outcome: decide, count, send DSNs, then persist. */
+static void decide(struct wk_attempt *a)
+{
+    struct eng_worker *w = a->w;
+    struct queue_envelope *u = a->upd;
+    int64_t now = eng_worker_now();
+    if (!queue_envelope_finished(u)) {
+        int64_t next = now;
+        enum queue_defer_verdict v = queue_sched_defer(w->sched, a->entry, now, &next);
+        u->attempts = queue_entry_attempts(a->entry);
+        u->next_attempt = next;
+        if (v == QUEUE_DEFER_WARN && !u->is_dsn) {
+            u->delay_warned = true;
+            dsn_enqueue(a, u, QUEUE_DSN_DELAYED, now);
+        } else if (v == QUEUE_DEFER_EXPIRE) {
+            expire(a, now);
+        }
+    } else if (u->attempts < UINT16_MAX) {
+        u->attempts++;
+    }
+    a->finished = queue_envelope_finished(u);
+    for (unsigned i = 0; i < u->nrcpts; i++) {
+        enum queue_rcpt_state before = a->env->rcpts[i].state, after = u->rcpts[i].state;
+        a->delivered += after == QUEUE_RCPT_DELIVERED && before != QUEUE_RCPT_DELIVERED;
+        a->bounced += after == QUEUE_RCPT_BOUNCED && before != QUEUE_RCPT_BOUNCED;
+    }
+    if (a->bounced > 0 && !u->is_dsn)
+        dsn_failed(a, now);
+    if (a->dsn_pending > 0)
+        eng_worker_attempt_set(a, WK_DSN);
+    else
+        persist(a);
+}
+
+void eng_worker_attempt_done(void *arg, const struct eng_deliver_report *rep)
+{
+    struct wk_attempt *a = arg;
+    a->w->stats.running--;
+    a->upd = queue_envelope_dup(rep->env);
+    if (!a->upd) { /* nothing can be persisted: retried later from the spool's state */
+        a->w->stats.errors++;
+        queue_sched_defer(a->w->sched, a->entry, eng_worker_now(), NULL);
+        eng_worker_attempt_release(a);
+        return;
+    }
+    decide(a);
+}
+
+void eng_worker_attempt_fail(struct wk_attempt *a, int err)
+{
+    char hex[QUEUE_ID_HEX];
+    eng_log(ENG_LOG_ERROR, "worker: attempt for message=%s did not start: %d", id_hex(a, hex), err);
+    a->w->stats.running--;
+    a->w->stats.errors++;
+    a->upd = queue_envelope_dup(a->env);
+    if (!a->upd) {
+        queue_sched_defer(a->w->sched, a->entry, eng_worker_now(), NULL);
+        eng_worker_attempt_release(a);
+        return;
+    }
+    decide(a); /* not finished: deferred like a failed attempt */
+}
+
+static void remove_done(void *arg, queue_id_t id, int res)
+{
+    struct wk_attempt *a = arg;
+    struct eng_worker *w = a->w;
+    (void)id;
+    w->port_pending--;
+    if (res != 0) { /* its final state is durable: the next recovery removes it */
+        char hex[QUEUE_ID_HEX];
+        eng_log(ENG_LOG_ERROR, "worker: cannot remove message=%s: %s", id_hex(a, hex),
+                queue_strerror(res));
+        w->stats.errors++;
+    } else {
+        w->stats.removed++;
+    }
+    queue_sched_remove(w->sched, a->entry);
+    a->entry = NULL;
+    eng_worker_attempt_release(a);
+}
+
+static void persisted(struct wk_attempt *a, int res)
+{
+    struct eng_worker *w = a->w;
+    if (res != 0) {
+        /* Not durable, so not acted on: the message is tried again from the state on
+         * disk (recipients delivered by this attempt may get a duplicate). */
+        char hex[QUEUE_ID_HEX];
+        eng_log(ENG_LOG_ERROR, "worker: cannot persist message=%s: %s", id_hex(a, hex),
+                queue_strerror(res));
+        w->stats.errors++;
+        if (a->finished)
+            queue_sched_defer(w->sched, a->entry, eng_worker_now(), NULL);
+    } else {
+        char hex[QUEUE_ID_HEX];
+        eng_log(ENG_LOG_INFO, "worker: message=%s %s attempts=%u next=%lld delivered=%u bounced=%u",
+                id_hex(a, hex),
+                a->expired    ? "expired"
+                : a->finished ? "finished"
+                              : "deferred",
+                (unsigned)a->upd->attempts, (long long)a->upd->next_attempt, a->delivered,
+                a->bounced);
+        w->stats.delivered += a->delivered;
+        w->stats.bounced += a->bounced;
+        w->stats.expired += a->expired;
+        if (a->finished) {
+            eng_worker_attempt_set(a, WK_REMOVING);
+            int rc = queue_port_remove(w->port, a->upd->id, remove_done, a);
+            if (rc == 0) {
+                w->port_pending++;
+                return;
+            }
+            w->port_pending++;
+            remove_done(a, a->upd->id, rc);
+            return;
+        }
+        w->stats.deferred++;
+    }
+    if (a->repop)
+        queue_sched_requeue(w->sched, a->entry); /* its time came while it was persisting */
+    eng_worker_attempt_release(a);
+}
+
+static void persist_done(void *arg, queue_id_t id, int res)
+{
+    struct wk_attempt *a = arg;
+    (void)id;
+    a->w->port_pending--;
+    persisted(a, res);
+}
+
+static void persist(struct wk_attempt *a)
+{
+    eng_worker_attempt_set(a, WK_PERSISTING);
+    int rc = queue_port_update(a->w->port, a->upd, persist_done, a);
+    if (rc == 0)
+        a->w->port_pending++;
+    else
+        persisted(a, rc);
+}
