@@ -47,10 +47,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BENCH_MSGS 1000
-#define BENCH_MSG_BYTES 10240
-#define BENCH_DOMAIN "deliver.bench.test"
-#define BENCH_MX "mx.floormta.test"
+#define BENCH_MSGS       1000
+#define BENCH_MSG_BYTES  10240
+#define BENCH_DOMAIN     "deliver.bench.test"
+#define BENCH_MX         "mx.floormta.test"
 #define BENCH_TIMEOUT_MS 120000
 #ifndef TMPFS_MAGIC
 #define TMPFS_MAGIC 0x01021994
@@ -87,9 +87,18 @@ static int bench_sink_start(struct bench_sink *k, const char *pki)
     snprintf(ready, sizeof(ready), "%.1000s/sink.ready", pki);
     snprintf(k->out, sizeof(k->out), "%.1000s/sink.out", pki);
     unlink(ready);
-    const char *argv[] = { exe,         "--pki",   pki,    "--name",   BENCH_MX,
-                           "--listen",  "127.0.0.2:0=tls1.3", "--ready-file", ready,
-                           "--log-level", "warn",  NULL };
+    const char *argv[] = { exe,
+                           "--pki",
+                           pki,
+                           "--name",
+                           BENCH_MX,
+                           "--listen",
+                           "127.0.0.2:0=tls1.3",
+                           "--ready-file",
+                           ready,
+                           "--log-level",
+                           "warn",
+                           NULL };
     k->pid = fork();
     if (k->pid < 0)
         return -1;
@@ -231,8 +240,8 @@ static void bench_on_queued(void *arg, queue_id_t id, int res)
 
 struct bench_rig {
     char pki[1024];
-    char parent[1024];     /* where the per-iteration spools go */
-    bool own_parent;       /* a folder of ours under /var/tmp: removed at exit */
+    char parent[1024]; /* where the per-iteration spools go */
+    bool own_parent;   /* a folder of ours under /var/tmp: removed at exit */
     struct dnsq q;
     struct bench_sink k;
     struct tls_ctx *tls;
