@@ -38,6 +38,7 @@
 #include "engine/loop.h"
 #include "queue/queue.h"
 #include "tests/dns/dnsmasq_fixture.h"
+#include "tests/engine/sink_fixture.h"
 #include "tests/pki/testpki.h"
 #include "tls/tls.h"
 
@@ -55,94 +56,6 @@ static const char zone[] = "local-ttl=60\n"
 static char work[] = "/tmp/floormta-deliver-live-XXXXXX";
 static struct tls_ctx *tls;
 static struct dnsq Q;
-static pid_t sink_pid;
-
-/* ---- the sink --------------------------------------------------------------------------- */
-
-struct sink {
-    pid_t pid;
-    uint16_t port;
-    char out[PATH_MAX];
-};
-
-struct sink_counters {
-    unsigned long long messages, bytes, connections, handshakes, rsets, pipelined, refused;
-};
-
-/* Starts one sink with a listener per "ADDR=PROFILE" (NULL-terminated), all on one
- * random port (another one if it is taken). */
-static void sink_start(struct sink *k, ...)
-{
-    const char *bin = getenv("FLOORMTA_BIN");
-    assert_non_null(bin);
-    const char *specs[4];
-    unsigned n = 0;
-    va_list ap;
-    va_start(ap, k);
-    for (const char *s; n < 4 && (s = va_arg(ap, const char *)) != NULL;)
-        specs[n++] = s;
-    va_end(ap);
-    char exe[PATH_MAX], ready[PATH_MAX], listen[4][64];
-    snprintf(exe, sizeof(exe), "%s/floormta-sink", bin);
-    snprintf(ready, sizeof(ready), "%s/sink.ready", work);
-    snprintf(k->out, sizeof(k->out), "%s/sink.out", work);
-    for (int attempt = 0; attempt < 10; attempt++) {
-        k->port = (uint16_t)(20000 + rand() % 40000);
-        const char *argv[32] = { exe,   "--pki",       work,  "--name", MX_NAME, "--ready-file",
-                                 ready, "--log-level", "warn" };
-        unsigned a = 9;
-        for (unsigned i = 0; i < n; i++) {
-            const char *eq = strchr(specs[i], '=');
-            snprintf(listen[i], sizeof(listen[i]), "%.*s:%u%s", (int)(eq - specs[i]), specs[i],
-                     (unsigned)k->port, eq);
-            argv[a++] = "--listen";
-            argv[a++] = listen[i];
-        }
-        unlink(ready);
-        k->pid = fork();
-        assert_true(k->pid >= 0);
-        if (k->pid == 0) {
-            if (!freopen(k->out, "w", stdout) || !freopen("/dev/null", "w", stderr))
-                _exit(127);
-            execv(exe, (char *const *)argv);
-            _exit(127);
-        }
-        sink_pid = k->pid;
-        for (int i = 0; i < 200; i++) {
-            if (access(ready, F_OK) == 0)
-                return;
-            if (waitpid(k->pid, NULL, WNOHANG) == k->pid)
-                break; /* the port was taken: another one */
-            usleep(25 * 1000);
-        }
-        kill(k->pid, SIGKILL);
-        waitpid(k->pid, NULL, 0);
-        sink_pid = 0;
-    }
-    fail_msg("floormta-sink did not start (%s)", exe);
-}
-
-static void sink_stop(struct sink *k, struct sink_counters *c)
-{
-    kill(k->pid, SIGTERM);
-    int status = 0;
-    assert_int_equal(waitpid(k->pid, &status, 0), k->pid);
-    sink_pid = 0;
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    FILE *f = fopen(k->out, "r");
-    assert_non_null(f);
-    char line[512];
-    bool found = false;
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line,
-                   "sink: messages=%llu bytes=%llu connections=%llu tls_handshakes=%llu "
-                   "rsets=%llu pipelined=%llu rcpts_refused=%llu",
-                   &c->messages, &c->bytes, &c->connections, &c->handshakes, &c->rsets,
-                   &c->pipelined, &c->refused) == 7)
-            found = true;
-    fclose(f);
-    assert_true(found);
-}
 
 /* ---- one engine: loop, resolver, capability cache ------------------------------------------ */
 
@@ -283,7 +196,7 @@ static void test_secondary_after_refusal(void **state)
 {
     (void)state;
     struct sink k;
-    sink_start(&k, "127.0.0.2=tls1.0-only", "127.0.0.3=tls1.2", NULL);
+    sink_start(&k, work, MX_NAME, "127.0.0.2=tls1.0-only", "127.0.0.3=tls1.2", NULL);
     struct env e;
     env_init(&e, k.port);
     struct queue_envelope *qe = envelope("mixed.floormta.test", 1, "ok");
@@ -343,7 +256,7 @@ static void test_below_floor_then_cached(void **state)
 {
     (void)state;
     struct sink k;
-    sink_start(&k, "127.0.0.2=tls1.0-only", NULL);
+    sink_start(&k, work, MX_NAME, "127.0.0.2=tls1.0-only", NULL);
     struct env e;
     env_init(&e, k.port);
     struct queue_envelope *qe = envelope("old.floormta.test", 2, "a", "b");
@@ -423,7 +336,7 @@ static void test_implicit_mx(void **state)
 {
     (void)state;
     struct sink k;
-    sink_start(&k, "127.0.0.3=tls1.2", NULL);
+    sink_start(&k, work, MX_NAME, "127.0.0.3=tls1.2", NULL);
     struct env e;
     env_init(&e, k.port);
     struct queue_envelope *qe = envelope(MX_NAME, 1, "ok");
@@ -445,7 +358,7 @@ static void test_per_recipient(void **state)
 {
     (void)state;
     struct sink k;
-    sink_start(&k, "127.0.0.3=valid", NULL);
+    sink_start(&k, work, MX_NAME, "127.0.0.3=valid", NULL);
     struct env e;
     env_init(&e, k.port);
     struct queue_envelope *qe = envelope("good.floormta.test", 3, "tempfail-x", "reject-y", "ok");
@@ -487,7 +400,7 @@ static void test_drop_data(void **state)
 {
     (void)state;
     struct sink k;
-    sink_start(&k, "127.0.0.3=drop-data", NULL);
+    sink_start(&k, work, MX_NAME, "127.0.0.3=drop-data", NULL);
     struct env e;
     env_init(&e, k.port);
     struct queue_envelope *qe = envelope("good.floormta.test", 2, "a", "b");
@@ -534,11 +447,7 @@ static void test_nxdomain(void **state)
 static int stop_sink(void **state)
 {
     (void)state;
-    if (sink_pid > 0) {
-        kill(sink_pid, SIGKILL);
-        waitpid(sink_pid, NULL, 0);
-        sink_pid = 0;
-    }
+    sink_kill_leftover();
     return 0;
 }
 

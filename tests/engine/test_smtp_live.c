@@ -33,6 +33,7 @@
 #include "engine/log.h"
 #include "engine/loop.h"
 #include "engine/smtp_session.h"
+#include "tests/engine/sink_fixture.h"
 #include "tests/pki/testpki.h"
 #include "tls/tls.h"
 
@@ -40,78 +41,6 @@
 
 static char work[] = "/tmp/floormta-smtp-live-XXXXXX";
 static struct tls_ctx *tls;
-static pid_t sink_pid; /* the running sink, killed by stop_sink() if a test failed */
-
-/* ---- the sink ------------------------------------------------------------------------ */
-
-struct sink {
-    pid_t pid;
-    uint16_t port;
-    char out[PATH_MAX];
-};
-
-struct sink_counters {
-    unsigned long long messages, bytes, connections, handshakes, rsets, pipelined, refused;
-};
-
-static void sink_start(struct sink *k, const char *profile)
-{
-    const char *bin = getenv("FLOORMTA_BIN");
-    assert_non_null(bin);
-    char exe[PATH_MAX], ready[PATH_MAX], listen[64];
-    snprintf(exe, sizeof(exe), "%s/floormta-sink", bin);
-    snprintf(ready, sizeof(ready), "%s/sink.ready", work);
-    snprintf(k->out, sizeof(k->out), "%s/sink.out", work);
-    snprintf(listen, sizeof(listen), "127.0.0.1:0=%s", profile);
-    unlink(ready);
-    k->pid = fork();
-    assert_true(k->pid >= 0);
-    if (k->pid == 0) {
-        /* Neither output may hold the test runner's pipes open. */
-        if (!freopen(k->out, "w", stdout) || !freopen("/dev/null", "w", stderr))
-            _exit(127);
-        execl(exe, exe, "--pki", work, "--name", MX_NAME, "--listen", listen, "--ready-file", ready,
-              "--log-level", "warn", (char *)NULL);
-        _exit(127);
-    }
-    sink_pid = k->pid;
-    for (int i = 0; i < 200; i++) {
-        FILE *f = fopen(ready, "r");
-        if (f) {
-            unsigned port = 0;
-            int n = fscanf(f, "listening 127.0.0.1:%u", &port);
-            fclose(f);
-            if (n == 1 && port > 0) {
-                k->port = (uint16_t)port;
-                return;
-            }
-        }
-        usleep(50 * 1000);
-    }
-    fail_msg("floormta-sink did not start (%s)", exe);
-}
-
-static void sink_stop(struct sink *k, struct sink_counters *c)
-{
-    kill(k->pid, SIGTERM);
-    int status = 0;
-    assert_int_equal(waitpid(k->pid, &status, 0), k->pid);
-    sink_pid = 0;
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    FILE *f = fopen(k->out, "r");
-    assert_non_null(f);
-    char line[512];
-    bool found = false;
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line,
-                   "sink: messages=%llu bytes=%llu connections=%llu tls_handshakes=%llu "
-                   "rsets=%llu pipelined=%llu rcpts_refused=%llu",
-                   &c->messages, &c->bytes, &c->connections, &c->handshakes, &c->rsets,
-                   &c->pipelined, &c->refused) == 7)
-            found = true;
-    fclose(f);
-    assert_true(found);
-}
 
 /* ---- the owner: hands the session its messages one by one ------------------------------ */
 
@@ -264,7 +193,7 @@ static void several_messages_one_connection(void **state)
 {
     (void)state;
     struct sink k;
-    sink_start(&k, "valid");
+    sink_start(&k, work, MX_NAME, "127.0.0.1=valid", NULL);
     size_t l1, l2, l3, l4;
     uint64_t w1, w2, w3, w4;
     char *b1 = make_body(1024, false, &l1, &w1);
@@ -315,7 +244,7 @@ static void refusals_and_rset(void **state)
 {
     (void)state;
     struct sink k;
-    sink_start(&k, "valid");
+    sink_start(&k, work, MX_NAME, "127.0.0.1=valid", NULL);
     static const char body[] = "Subject: t\r\n\r\nhello\r\n";
     struct msg m[3];
     msg_init(&m[0], body, sizeof(body) - 1, 3, "ok@floormta.test", "reject-bob@floormta.test",
@@ -352,7 +281,7 @@ static void dropped_mid_data(void **state)
 {
     (void)state;
     struct sink k;
-    sink_start(&k, "drop-data");
+    sink_start(&k, work, MX_NAME, "127.0.0.1=drop-data", NULL);
     size_t len;
     uint64_t wire;
     char *body = make_body(100 * 1024, false, &len, &wire);
@@ -385,7 +314,7 @@ static void slow_body_outlives_reply_timeout(void **state)
 {
     (void)state;
     struct sink k;
-    sink_start(&k, "valid");
+    sink_start(&k, work, MX_NAME, "127.0.0.1=valid", NULL);
     size_t len;
     uint64_t wire;
     char *body = make_body(40 * 1024, false, &len, &wire);
@@ -409,7 +338,7 @@ static void idle_timeout_quits(void **state)
 {
     (void)state;
     struct sink k;
-    sink_start(&k, "valid");
+    sink_start(&k, work, MX_NAME, "127.0.0.1=valid", NULL);
     struct owner o = { .hold = true };
     run(&o, k.port, 300);
     assert_int_equal(o.readies, 1);
@@ -426,11 +355,7 @@ static void idle_timeout_quits(void **state)
 static int stop_sink(void **state)
 {
     (void)state;
-    if (sink_pid > 0) {
-        kill(sink_pid, SIGKILL);
-        waitpid(sink_pid, NULL, 0);
-        sink_pid = 0;
-    }
+    sink_kill_leftover();
     return 0;
 }
 

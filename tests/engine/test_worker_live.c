@@ -33,6 +33,7 @@
 #include "engine/worker.h"
 #include "queue/queue.h"
 #include "tests/dns/dnsmasq_fixture.h"
+#include "tests/engine/sink_fixture.h"
 #include "tests/pki/testpki.h"
 #include "tls/tls.h"
 
@@ -48,94 +49,6 @@ static const char zone[] = "local-ttl=60\n"
 static char work[] = "/tmp/floormta-worker-live-XXXXXX";
 static struct tls_ctx *tls;
 static struct dnsq Q;
-static pid_t sink_pid;
-
-/* ---- the sink --------------------------------------------------------------------------- */
-
-struct sink {
-    pid_t pid;
-    uint16_t port;
-    char out[PATH_MAX];
-};
-
-struct sink_counters {
-    unsigned long long messages, bytes, connections, handshakes, rsets, pipelined, refused;
-};
-
-/* Starts one sink with a listener per "ADDR=PROFILE" (NULL-terminated), all on one
- * random port (another one if it is taken). */
-static void sink_start(struct sink *k, ...)
-{
-    const char *bin = getenv("FLOORMTA_BIN");
-    assert_non_null(bin);
-    const char *specs[4];
-    unsigned n = 0;
-    va_list ap;
-    va_start(ap, k);
-    for (const char *s; n < 4 && (s = va_arg(ap, const char *)) != NULL;)
-        specs[n++] = s;
-    va_end(ap);
-    char exe[PATH_MAX], ready[PATH_MAX], listen[4][64];
-    snprintf(exe, sizeof(exe), "%s/floormta-sink", bin);
-    snprintf(ready, sizeof(ready), "%s/sink.ready", work);
-    snprintf(k->out, sizeof(k->out), "%s/sink.out", work);
-    for (int attempt = 0; attempt < 10; attempt++) {
-        k->port = (uint16_t)(20000 + rand() % 40000);
-        const char *argv[32] = { exe,   "--pki",       work,  "--name", MX_NAME, "--ready-file",
-                                 ready, "--log-level", "warn" };
-        unsigned a = 9;
-        for (unsigned i = 0; i < n; i++) {
-            const char *eq = strchr(specs[i], '=');
-            snprintf(listen[i], sizeof(listen[i]), "%.*s:%u%s", (int)(eq - specs[i]), specs[i],
-                     (unsigned)k->port, eq);
-            argv[a++] = "--listen";
-            argv[a++] = listen[i];
-        }
-        unlink(ready);
-        k->pid = fork();
-        assert_true(k->pid >= 0);
-        if (k->pid == 0) {
-            if (!freopen(k->out, "w", stdout) || !freopen("/dev/null", "w", stderr))
-                _exit(127);
-            execv(exe, (char *const *)argv);
-            _exit(127);
-        }
-        sink_pid = k->pid;
-        for (int i = 0; i < 200; i++) {
-            if (access(ready, F_OK) == 0)
-                return;
-            if (waitpid(k->pid, NULL, WNOHANG) == k->pid)
-                break; /* the port was taken: another one */
-            usleep(25 * 1000);
-        }
-        kill(k->pid, SIGKILL);
-        waitpid(k->pid, NULL, 0);
-        sink_pid = 0;
-    }
-    fail_msg("floormta-sink did not start (%s)", exe);
-}
-
-static void sink_stop(struct sink *k, struct sink_counters *c)
-{
-    kill(k->pid, SIGTERM);
-    int status = 0;
-    assert_int_equal(waitpid(k->pid, &status, 0), k->pid);
-    sink_pid = 0;
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    FILE *f = fopen(k->out, "r");
-    assert_non_null(f);
-    char line[512];
-    bool found = false;
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line,
-                   "sink: messages=%llu bytes=%llu connections=%llu tls_handshakes=%llu "
-                   "rsets=%llu pipelined=%llu rcpts_refused=%llu",
-                   &c->messages, &c->bytes, &c->connections, &c->handshakes, &c->rsets,
-                   &c->pipelined, &c->refused) == 7)
-            found = true;
-    fclose(f);
-    assert_true(found);
-}
 
 /* ---- one worker on its own loop, resolver, capability cache and spool ----------------------- */
 
@@ -295,7 +208,7 @@ static void test_delivers_all(void **state)
 {
     (void)state;
     struct sink k;
-    sink_start(&k, "127.0.0.3=tls1.2", NULL);
+    sink_start(&k, work, MX_NAME, "127.0.0.3=tls1.2", NULL);
     struct rig r;
     rig_open(&r, "spool-all", k.port, NULL);
     struct queued q[20];
@@ -338,7 +251,7 @@ static void test_expires_with_dsn(void **state)
 {
     (void)state;
     struct sink k;
-    sink_start(&k, "127.0.0.2=tls1.0-only", "127.0.0.3=tls1.2", NULL);
+    sink_start(&k, work, MX_NAME, "127.0.0.2=tls1.0-only", "127.0.0.3=tls1.2", NULL);
     struct queue_retry_config retry = { .first = 1, .max_age = 3, .delay_warning = 1 };
     struct rig r;
     rig_open(&r, "spool-expire", k.port, &retry);
@@ -381,7 +294,7 @@ static void test_restart_recovers(void **state)
 {
     (void)state;
     struct sink k;
-    sink_start(&k, "127.0.0.2=tls1.0-only", NULL);
+    sink_start(&k, work, MX_NAME, "127.0.0.2=tls1.0-only", NULL);
     struct queue_retry_config retry = { .first = 3600, .max_age = 86400 };
     struct rig r;
     rig_open(&r, "spool-restart", k.port, &retry);
@@ -423,11 +336,7 @@ static void test_restart_recovers(void **state)
 static int stop_sink(void **state)
 {
     (void)state;
-    if (sink_pid > 0) {
-        kill(sink_pid, SIGKILL);
-        waitpid(sink_pid, NULL, 0);
-        sink_pid = 0;
-    }
+    sink_kill_leftover();
     return 0;
 }
 

@@ -1,0 +1,123 @@
+/*
+ * tests/engine/sink_fixture.h — floormta-sink for the engine's live tests: started as a
+ * child process with listeners on loopback addresses sharing one random port, stopped
+ * with SIGTERM and its counters read back, killed at teardown if a test failed first.
+ * Header-only (each test is its own executable). Include after <cmocka.h>; needs
+ * FLOORMTA_BIN (ctest sets it) to find the sink.
+ */
+#ifndef FLOORMTA_TESTS_ENGINE_SINK_FIXTURE_H
+#define FLOORMTA_TESTS_ENGINE_SINK_FIXTURE_H
+
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* The running sink, if any: what sink_kill_leftover() stops after a failed test. */
+static pid_t sink_fixture_pid;
+
+struct sink {
+    pid_t pid;
+    uint16_t port;
+    char out[PATH_MAX];
+};
+
+struct sink_counters {
+    unsigned long long messages, bytes, connections, handshakes, rsets, pipelined, refused;
+};
+
+/* Starts one sink with a listener per "ADDR=PROFILE" (NULL-terminated, at most 4), all
+ * on one random port (another one if it is taken), its certificates from the PKI in
+ * work (also where its output goes), for the MX name mx_name. */
+__attribute__((unused, sentinel)) static void sink_start(struct sink *k, const char *work,
+                                                         const char *mx_name, ...)
+{
+    const char *bin = getenv("FLOORMTA_BIN");
+    assert_non_null(bin);
+    const char *specs[4];
+    unsigned n = 0;
+    va_list ap;
+    va_start(ap, mx_name);
+    for (const char *s; n < 4 && (s = va_arg(ap, const char *)) != NULL;)
+        specs[n++] = s;
+    va_end(ap);
+    char exe[PATH_MAX], ready[PATH_MAX], listen[4][64];
+    snprintf(exe, sizeof(exe), "%s/floormta-sink", bin);
+    snprintf(ready, sizeof(ready), "%s/sink.ready", work);
+    snprintf(k->out, sizeof(k->out), "%s/sink.out", work);
+    for (int attempt = 0; attempt < 10; attempt++) {
+        k->port = (uint16_t)(20000 + rand() % 40000);
+        const char *argv[32] = { exe,   "--pki",       work,  "--name", mx_name, "--ready-file",
+                                 ready, "--log-level", "warn" };
+        unsigned a = 9;
+        for (unsigned i = 0; i < n; i++) {
+            const char *eq = strchr(specs[i], '=');
+            snprintf(listen[i], sizeof(listen[i]), "%.*s:%u%s", (int)(eq - specs[i]), specs[i],
+                     (unsigned)k->port, eq);
+            argv[a++] = "--listen";
+            argv[a++] = listen[i];
+        }
+        unlink(ready);
+        k->pid = fork();
+        assert_true(k->pid >= 0);
+        if (k->pid == 0) {
+            if (!freopen(k->out, "w", stdout) || !freopen("/dev/null", "w", stderr))
+                _exit(127);
+            execv(exe, (char *const *)argv);
+            _exit(127);
+        }
+        sink_fixture_pid = k->pid;
+        for (int i = 0; i < 200; i++) {
+            if (access(ready, F_OK) == 0)
+                return;
+            if (waitpid(k->pid, NULL, WNOHANG) == k->pid)
+                break; /* the port was taken: another one */
+            usleep(25 * 1000);
+        }
+        kill(k->pid, SIGKILL);
+        waitpid(k->pid, NULL, 0);
+        sink_fixture_pid = 0;
+    }
+    fail_msg("floormta-sink did not start (%s)", exe);
+}
+
+/* Stops the sink with SIGTERM (it must exit 0) and reads its closing counters. */
+__attribute__((unused)) static void sink_stop(struct sink *k, struct sink_counters *c)
+{
+    kill(k->pid, SIGTERM);
+    int status = 0;
+    assert_int_equal(waitpid(k->pid, &status, 0), k->pid);
+    sink_fixture_pid = 0;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    FILE *f = fopen(k->out, "r");
+    assert_non_null(f);
+    char line[512];
+    bool found = false;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line,
+                   "sink: messages=%llu bytes=%llu connections=%llu tls_handshakes=%llu "
+                   "rsets=%llu pipelined=%llu rcpts_refused=%llu",
+                   &c->messages, &c->bytes, &c->connections, &c->handshakes, &c->rsets,
+                   &c->pipelined, &c->refused) == 7)
+            found = true;
+    fclose(f);
+    assert_true(found);
+}
+
+/* Teardown: a sink a failed test left running is killed. */
+__attribute__((unused)) static void sink_kill_leftover(void)
+{
+    if (sink_fixture_pid > 0) {
+        kill(sink_fixture_pid, SIGKILL);
+        waitpid(sink_fixture_pid, NULL, 0);
+        sink_fixture_pid = 0;
+    }
+}
+
+#endif /* FLOORMTA_TESTS_ENGINE_SINK_FIXTURE_H */
