@@ -2,6 +2,8 @@
  * tests/engine/sink_fixture.h — floormta-sink for the engine's live tests: started as a
  * child process with listeners on loopback addresses sharing one random port, stopped
  * with SIGTERM and its counters read back, killed at teardown if a test failed first.
+ * Also what every such test starts with: a preflight (io_uring and FLOORMTA_BIN), and a
+ * scratch directory holding the test PKI with a client context that trusts its root.
  * Header-only (each test is its own executable). Include after <cmocka.h>; needs
  * FLOORMTA_BIN (ctest sets it) to find the sink.
  */
@@ -18,6 +20,10 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "engine/loop.h"
+#include "tests/pki/testpki.h"
+#include "tls/tls.h"
 
 /* The running sink, if any: what sink_kill_leftover() stops after a failed test. */
 static pid_t sink_fixture_pid;
@@ -118,6 +124,54 @@ __attribute__((unused)) static void sink_kill_leftover(void)
         waitpid(sink_fixture_pid, NULL, 0);
         sink_fixture_pid = 0;
     }
+}
+
+/* cmocka teardown for each test that may leave a sink running. */
+__attribute__((unused)) static int sink_teardown(void **state)
+{
+    (void)state;
+    sink_kill_leftover();
+    return 0;
+}
+
+/* 0 when the live tests can run here; 77 (skip, with the reason on stderr) without
+ * io_uring or outside ctest. Also ignores SIGPIPE: a sink may hang up mid-send. */
+__attribute__((unused)) static int live_preflight(void)
+{
+    struct eng_loop *probe = NULL;
+    if (eng_loop_new(NULL, &probe) == ENG_ERR_URING) {
+        fprintf(stderr, "io_uring is not available: skipped\n");
+        return 77;
+    }
+    eng_loop_free(probe);
+    if (getenv("FLOORMTA_BIN") == NULL) {
+        fprintf(stderr, "FLOORMTA_BIN is not set (run through ctest): skipped\n");
+        return 77;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+/* Makes the scratch directory work (a mkdtemp template, rewritten), the test PKI in it for
+ * mx_name, and *tls, a client context (the floor) trusting its root. Returns 0 or -1. */
+__attribute__((unused)) static int live_pki_setup(char *work, const char *mx_name,
+                                                  struct tls_ctx **tls)
+{
+    if (mkdtemp(work) == NULL || testpki_generate(work, mx_name) != 0)
+        return -1;
+    char ca[PATH_MAX];
+    snprintf(ca, sizeof(ca), "%s/ca.crt", work);
+    struct tls_client_config cfg = { .ca_file = ca };
+    return tls_ctx_new_client(&cfg, tls) == 0 ? 0 : -1;
+}
+
+/* Frees tls and removes work with everything in it. Returns 0 or -1. */
+__attribute__((unused)) static int live_pki_teardown(const char *work, struct tls_ctx *tls)
+{
+    tls_ctx_free(tls);
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", work);
+    return system(cmd) == 0 ? 0 : -1;
 }
 
 #endif /* FLOORMTA_TESTS_ENGINE_SINK_FIXTURE_H */

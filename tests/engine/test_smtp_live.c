@@ -352,55 +352,31 @@ static void idle_timeout_quits(void **state)
 }
 
 /* After each test: a sink left running by a failed assertion is stopped by its PID. */
-static int stop_sink(void **state)
-{
-    (void)state;
-    sink_kill_leftover();
-    return 0;
-}
-
 static int setup(void **state)
 {
     (void)state;
-    if (mkdtemp(work) == NULL || testpki_generate(work, MX_NAME) != 0)
-        return -1;
-    char ca[PATH_MAX];
-    snprintf(ca, sizeof(ca), "%s/ca.crt", work);
-    struct tls_client_config cfg = { .ca_file = ca };
-    return tls_ctx_new_client(&cfg, &tls) == 0 ? 0 : -1;
+    return live_pki_setup(work, MX_NAME, &tls);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    tls_ctx_free(tls);
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", work);
-    return system(cmd) == 0 ? 0 : -1;
+    return live_pki_teardown(work, tls);
 }
 
 int main(void)
 {
-    struct eng_loop *probe = NULL;
-    int rc = eng_loop_new(NULL, &probe);
-    if (rc == ENG_ERR_URING) {
-        fprintf(stderr, "io_uring is not available: skipped\n");
-        return 77;
-    }
-    eng_loop_free(probe);
-    if (getenv("FLOORMTA_BIN") == NULL) {
-        fprintf(stderr, "FLOORMTA_BIN is not set (run through ctest): skipped\n");
-        return 77;
-    }
-    signal(SIGPIPE, SIG_IGN);
+    int rc = live_preflight();
+    if (rc != 0)
+        return rc;
     if (getenv("SMTP_LIVE_DEBUG"))
         eng_log_set_level(ENG_LOG_DEBUG);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(several_messages_one_connection, stop_sink),
-        cmocka_unit_test_teardown(refusals_and_rset, stop_sink),
-        cmocka_unit_test_teardown(dropped_mid_data, stop_sink),
-        cmocka_unit_test_teardown(slow_body_outlives_reply_timeout, stop_sink),
-        cmocka_unit_test_teardown(idle_timeout_quits, stop_sink),
+        cmocka_unit_test_teardown(several_messages_one_connection, sink_teardown),
+        cmocka_unit_test_teardown(refusals_and_rset, sink_teardown),
+        cmocka_unit_test_teardown(dropped_mid_data, sink_teardown),
+        cmocka_unit_test_teardown(slow_body_outlives_reply_timeout, sink_teardown),
+        cmocka_unit_test_teardown(idle_timeout_quits, sink_teardown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -333,22 +333,10 @@ static void test_restart_recovers(void **state)
 
 /* ---- fixture ------------------------------------------------------------------------------ */
 
-static int stop_sink(void **state)
-{
-    (void)state;
-    sink_kill_leftover();
-    return 0;
-}
-
 static int setup(void **state)
 {
     (void)state;
-    if (mkdtemp(work) == NULL || testpki_generate(work, MX_NAME) != 0)
-        return -1;
-    char ca[PATH_MAX];
-    snprintf(ca, sizeof(ca), "%s/ca.crt", work);
-    struct tls_client_config cfg = { .ca_file = ca };
-    if (tls_ctx_new_client(&cfg, &tls) != 0)
+    if (live_pki_setup(work, MX_NAME, &tls) != 0)
         return -1;
     if (dnsq_init(&Q) != 0 || dnsq_start(&Q, zone) != 0)
         return -1;
@@ -359,32 +347,20 @@ static int teardown(void **state)
 {
     (void)state;
     dnsq_stop(&Q);
-    tls_ctx_free(tls);
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", work);
-    return system(cmd) == 0 ? 0 : -1;
+    return live_pki_teardown(work, tls);
 }
 
 int main(void)
 {
-    struct eng_loop *probe = NULL;
-    int rc = eng_loop_new(NULL, &probe);
-    if (rc == ENG_ERR_URING) {
-        fprintf(stderr, "io_uring is not available: skipped\n");
-        return 77;
-    }
-    eng_loop_free(probe);
-    if (getenv("FLOORMTA_BIN") == NULL) {
-        fprintf(stderr, "FLOORMTA_BIN is not set (run through ctest): skipped\n");
-        return 77;
-    }
-    signal(SIGPIPE, SIG_IGN);
+    int rc = live_preflight();
+    if (rc != 0)
+        return rc;
     srand((unsigned)getpid() ^ (unsigned)time(NULL));
     eng_log_set_level(getenv("WORKER_LIVE_DEBUG") ? ENG_LOG_DEBUG : ENG_LOG_WARN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_delivers_all, stop_sink),
-        cmocka_unit_test_teardown(test_expires_with_dsn, stop_sink),
-        cmocka_unit_test_teardown(test_restart_recovers, stop_sink),
+        cmocka_unit_test_teardown(test_delivers_all, sink_teardown),
+        cmocka_unit_test_teardown(test_expires_with_dsn, sink_teardown),
+        cmocka_unit_test_teardown(test_restart_recovers, sink_teardown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
