@@ -22,6 +22,7 @@
 #define _GNU_SOURCE /* nftw */
 #include "bench/bench.h"
 #include "engine/capcache.h"
+#include "engine/connpool.h"
 #include "engine/dns_loop.h"
 #include "engine/log.h"
 #include "engine/loop.h"
@@ -248,6 +249,8 @@ struct bench_rig {
     struct eng_loop *loop;
     struct eng_dns *dns;
     struct eng_capcache *cap;
+    struct tls_cache *tcache;
+    struct eng_connpool *pool;
     unsigned spools;
     int64_t messages; /* delivered over every run */
     double cpu;       /* CPU seconds of this process over those deliveries */
@@ -267,8 +270,12 @@ static void bench_rig_stop(void)
     long long sunk = bench_sink_stop(&rig.k);
     if (sunk >= 0)
         fprintf(stderr, "bench_deliver_one_domain: the sink counted %lld messages\n", sunk);
+    eng_connpool_free(rig.pool); /* QUITs the idle connections */
+    rig.pool = NULL;
     eng_capcache_free(rig.cap);
     rig.cap = NULL;
+    tls_cache_free(rig.tcache);
+    rig.tcache = NULL;
     eng_dns_free(rig.dns);
     rig.dns = NULL;
     if (rig.loop)
@@ -326,8 +333,10 @@ static struct bench_rig *bench_rig(void)
         return NULL;
     }
     struct dns_config dcfg = { .servers = r->q.server, .timeout_ms = 1000, .tries = 4 };
-    if (eng_dns_new(r->loop, &dcfg, &r->dns) < 0 || eng_capcache_new(NULL, &r->cap) < 0) {
-        rig_error = "eng_dns_new or eng_capcache_new failed";
+    struct eng_connpool_config pcfg = { .loop = r->loop };
+    if (eng_dns_new(r->loop, &dcfg, &r->dns) < 0 || eng_capcache_new(NULL, &r->cap) < 0 ||
+        tls_cache_new(1024, &r->tcache) < 0 || eng_connpool_new(&pcfg, &r->pool) < 0) {
+        rig_error = "eng_dns_new, eng_capcache_new, tls_cache_new or eng_connpool_new failed";
         return NULL;
     }
     rig_state = 1;
@@ -373,6 +382,8 @@ static void bench_deliver_one_domain(struct bench_state *st)
             .dns = r->dns,
             .tls = r->tls,
             .capcache = r->cap,
+            .tls_cache = r->tcache,
+            .pool = r->pool,
             .helo_name = "client.floormta.test",
             .port = r->k.port,
             .connect_timeout_ms = 5000,

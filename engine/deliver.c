@@ -8,6 +8,7 @@
  * those. Session callbacks never free anything before done.
  */
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,44 +85,7 @@ static void refusal_text(const struct tls_verdict *v, char *buf, size_t cap)
              ev->has_cert ? fp : "none");
 }
 
-/* ---- the session's callbacks ------------------------------------------------------------ */
-
-static void on_ready(void *arg, struct smtp_session *s)
-{
-    struct eng_deliver *d = arg;
-    if (d->txn_ended || d->stop) {
-        smtp_session_quit(s);
-        return;
-    }
-    d->t_ready = d->t_txn = eng_deliver_now_ms();
-    int rc = smtp_session_deliver(s, &d->txn);
-    if (rc == SMTP_TXN_STARTED)
-        return; /* txn_done (and maybe done) may already have run: touch nothing */
-    if (rc == SMTP_TXN_DECIDED) {
-        d->t_txn_end = eng_deliver_now_ms();
-        eng_deliver_apply_txn(d, d->remote);
-        d->txn_ended = true;
-    } else {
-        /* The message cannot be handed to any host (a bad address or size). */
-        eng_log(ENG_LOG_WARN, "delivery: transaction not begun: %s", eng_describe_error(rc));
-        char text[128];
-        snprintf(text, sizeof(text), "the message could not be sent: %s", eng_describe_error(rc));
-        eng_deliver_result_set(&d->cand, QUEUE_RESULT_LOCAL, 451, "4.3.0", "", text);
-        d->cand_set = d->cand_tls = true; /* nothing overrides it */
-        d->stop = true;
-    }
-    smtp_session_quit(s);
-}
-
-static void on_txn_done(void *arg, struct smtp_session *s, const struct smtp_txn *txn)
-{
-    struct eng_deliver *d = arg;
-    (void)s;
-    (void)txn;
-    d->t_txn_end = eng_deliver_now_ms();
-    eng_deliver_apply_txn(d, d->remote);
-    d->txn_ended = true;
-}
+/* ---- the connection's callbacks ---------------------------------------------------------- */
 
 static void record_verdict(struct eng_deliver *d, const struct tls_verdict *v)
 {
@@ -133,15 +97,120 @@ static void record_verdict(struct eng_deliver *d, const struct tls_verdict *v)
                 eng_describe_error(rc));
 }
 
-static void on_done(void *arg, const struct smtp_client *res)
+/* The transaction has ended on c and c is ready again: the evidence goes into the
+ * report, the connection back to the pool, and the attempt ends. */
+static void finish_on_conn(struct eng_deliver *d, struct eng_conn *c)
+{
+    if (!d->cfg.pool) {
+        eng_connpool_release(c, false); /* done follows, after QUIT: the attempt ends there */
+        return;
+    }
+    const struct smtp_client *sm = eng_conn_client(c);
+    d->rep.verdict = sm->verdict;
+    d->rep.reused = d->reused;
+    snprintf(d->rep.smtp_reply, sizeof(d->rep.smtp_reply), "%s", sm->last_reply);
+    eng_connpool_release(c, true);
+    attempt_finish(d);
+}
+
+static void on_ready(void *arg, struct eng_conn *c)
 {
     struct eng_deliver *d = arg;
-    if (res->outcome == SMTPC_OUTCOME_PASS || res->outcome == SMTPC_OUTCOME_REFUSED)
+    /* A pooled connection may outlive the attempt: its verdict is recorded now. */
+    if (!d->reused && !d->recorded) {
+        record_verdict(d, &eng_conn_client(c)->verdict);
+        d->recorded = true;
+    }
+    if (d->txn_ended) {
+        finish_on_conn(d, c);
+        return;
+    }
+    if (d->stop) {
+        if (!d->cfg.pool) {
+            eng_connpool_release(c, false); /* done follows and finishes */
+            return;
+        }
+        eng_connpool_release(c, true);
+        try_next(d); /* finishes: nothing more to try */
+        return;
+    }
+    d->t_ready = d->t_txn = eng_deliver_now_ms();
+    int rc = eng_conn_deliver(c, &d->txn);
+    if (rc == SMTP_TXN_STARTED)
+        return; /* txn_done (and maybe done) may already have run: touch nothing */
+    if (rc == SMTP_TXN_DECIDED) {
+        d->t_txn_end = eng_deliver_now_ms();
+        eng_deliver_apply_txn(d, d->remote);
+        d->txn_ended = true;
+        finish_on_conn(d, c);
+        return;
+    }
+    /* The message cannot be handed to any host (a bad address or size). */
+    eng_log(ENG_LOG_WARN, "delivery: transaction not begun: %s", eng_describe_error(rc));
+    char text[128];
+    snprintf(text, sizeof(text), "the message could not be sent: %s", eng_describe_error(rc));
+    eng_deliver_result_set(&d->cand, QUEUE_RESULT_LOCAL, 451, "4.3.0", "", text);
+    d->cand_set = d->cand_tls = true; /* nothing overrides it */
+    d->stop = true;
+    if (!d->cfg.pool) {
+        eng_connpool_release(c, false); /* done follows and finishes */
+        return;
+    }
+    eng_connpool_release(c, true);
+    try_next(d);
+}
+
+/* A reused connection that failed before any reply to MAIL took nothing: the
+ * receiver had closed it while it was idle. */
+static bool txn_found_stale(const struct eng_deliver *d)
+{
+    if (!d->reused || d->stale_retries >= 2)
+        return false;
+    for (unsigned k = 0; k < d->ntried; k++)
+        if (d->results[k].source != SMTP_RESULT_NETWORK || d->results[k].at != SMTPC_MAIL)
+            return false;
+    return true;
+}
+
+static void on_txn_done(void *arg, struct eng_conn *c, const struct smtp_txn *txn)
+{
+    struct eng_deliver *d = arg;
+    (void)c;
+    (void)txn;
+    if (txn_found_stale(d)) {
+        memset(d->results, 0, d->ntried * sizeof(*d->results));
+        d->stale = true;
+        return;
+    }
+    d->t_txn_end = eng_deliver_now_ms();
+    eng_deliver_apply_txn(d, d->remote);
+    d->txn_ended = true;
+}
+
+static void on_done(void *arg, struct eng_conn *c, const struct smtp_client *res)
+{
+    struct eng_deliver *d = arg;
+    (void)c;
+    if (!d->reused && !d->recorded &&
+        (res->outcome == SMTPC_OUTCOME_PASS || res->outcome == SMTPC_OUTCOME_REFUSED))
         record_verdict(d, &res->verdict);
+    d->recorded = false; /* the next connection's verdict is its own */
     if (d->txn_ended) {
         d->rep.verdict = res->verdict;
+        d->rep.reused = d->reused;
         snprintf(d->rep.smtp_reply, sizeof(d->rep.smtp_reply), "%s", res->last_reply);
         attempt_finish(d);
+        return;
+    }
+    if (d->stale) {
+        eng_log(ENG_LOG_INFO,
+                "delivery: reused connection to %s was closed by the receiver: "
+                "another connection",
+                d->remote);
+        d->stale = false;
+        d->stale_retries++;
+        d->reused = false;
+        try_next(d); /* the same host again: d->host and d->adr did not move */
         return;
     }
     char text[QUEUE_TEXT_MAX];
@@ -154,10 +223,11 @@ static void on_done(void *arg, const struct smtp_client *res)
                  res->last_reply[0] ? res->last_reply : "none");
         cand_network(d, d->remote, res->err, res->err_state == SMTPC_CONNECT, text);
     }
+    d->reused = false;
     try_next(d);
 }
 
-static const struct smtp_session_ops session_ops = {
+static const struct eng_conn_ops conn_ops = {
     .ready = on_ready,
     .txn_done = on_txn_done,
     .done = on_done,
@@ -201,7 +271,108 @@ static bool host_blocked(struct eng_deliver *d, const struct dns_mx_host *h)
     return true;
 }
 
-/* Starts the next connection, or finishes the attempt when there is none left. */
+/* The egress source for this destination and address family: the domain's hash picks
+ * among the sources of that family, so a domain always leaves from the same address.
+ * Returns its index + 1, or 0 (unbound). */
+static unsigned pick_source(const struct eng_deliver *d, int family)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < d->cfg.nsources; i++)
+        n += d->cfg.sources[i].ss_family == family;
+    if (n == 0)
+        return 0;
+    uint64_t hash = 1469598103934665603ull;
+    for (const char *p = d->env->domain; *p; p++)
+        hash = (hash ^ (uint8_t)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p)) * 1099511628211ull;
+    unsigned want = (unsigned)(hash % n);
+    for (unsigned i = 0; i < d->cfg.nsources; i++)
+        if (d->cfg.sources[i].ss_family == family && want-- == 0)
+            return i + 1;
+    return 0;
+}
+
+static void set_current(struct eng_deliver *d, const char *host, const char *addr,
+                        const char *remote)
+{
+    snprintf(d->cur_host, sizeof(d->cur_host), "%s", host);
+    snprintf(d->cur_addr, sizeof(d->cur_addr), "%s", addr);
+    snprintf(d->remote, sizeof(d->remote), "%s", remote);
+}
+
+/* The message goes over an idle connection the pool lent us. */
+static void use_reused(struct eng_deliver *d, struct eng_conn *c)
+{
+    const struct dns_mx_host *h = &d->mx.hosts[d->host];
+    d->reused = true;
+    set_current(d, h->name, eng_conn_address(c), eng_conn_client(c)->peer);
+    d->t_conn = eng_deliver_now_ms();
+    on_ready(d, c);
+}
+
+/* Connects to the host's next address on the slot the pool reserved. Returns true if
+ * a connection is under way; false if it could not start (the reason is recorded,
+ * the slot given back). */
+static bool connect_next(struct eng_deliver *d)
+{
+    const struct dns_mx_host *h = &d->mx.hosts[d->host];
+    const struct dns_addr *a = &h->addrs[d->adr++];
+    struct eng_connpool_key key = { .host = h->name, .port = d->cfg.port, .source = d->source };
+    struct sockaddr_storage ss;
+    socklen_t sslen = make_sockaddr(a, d->cfg.port, &ss);
+    char addr[64], ip[INET6_ADDRSTRLEN], remote[DNS_NAME_MAX + 80];
+    eng_addr_format((const struct sockaddr *)&ss, addr, sizeof(addr));
+    snprintf(remote, sizeof(remote), "%s[%s]:%u", h->name, dns_addr_format(a, ip, sizeof(ip)),
+             (unsigned)d->cfg.port);
+    set_current(d, h->name, addr, remote);
+    unsigned src = pick_source(d, ss.ss_family);
+    struct smtp_session_config scfg = {
+        .tls = d->cfg.tls,
+        .tls_cache = d->cfg.tls_cache,
+        .mx_name = h->name,
+        .helo_name = d->cfg.helo_name,
+        .connect_timeout_ms = d->cfg.connect_timeout_ms,
+        .reply_timeout_ms = d->cfg.reply_timeout_ms,
+        .send_timeout_ms = d->cfg.send_timeout_ms,
+        .data_done_timeout_ms = d->cfg.data_done_timeout_ms,
+    };
+    if (src) {
+        scfg.source = (const struct sockaddr *)&d->cfg.sources[src - 1];
+        scfg.source_len =
+                ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    }
+    d->t_conn = eng_deliver_now_ms();
+    int rc = eng_connpool_connect(d->cfg.pool, d->cfg.loop, &key, &scfg,
+                                  (const struct sockaddr *)&ss, sslen, &conn_ops, d);
+    if (rc == 0) {
+        d->rep.connections++;
+        return true;
+    }
+    char text[QUEUE_TEXT_MAX];
+    snprintf(text, sizeof(text), "cannot connect to %s: %s", d->remote, eng_describe_error(rc));
+    cand_network(d, d->remote, rc, true, text);
+    return false;
+}
+
+static void on_granted(struct eng_connpool_wait *w, enum eng_connpool_grant g, struct eng_conn *c)
+{
+    struct eng_deliver *d = (struct eng_deliver *)((char *)w - offsetof(struct eng_deliver, wait));
+    if (g == ENG_CONNPOOL_REUSE) {
+        use_reused(d, c);
+        return;
+    }
+    if (g == ENG_CONNPOOL_CONNECT) {
+        /* try_next only waits with an address left to try on this host. */
+        if (!connect_next(d))
+            try_next(d);
+        return;
+    }
+    cand_network(d, "", -ESHUTDOWN, true, "the engine is shutting down");
+    d->stop = true;
+    try_next(d);
+}
+
+/* Starts the next connection (or takes an idle one), or finishes the attempt when
+ * there is none left. */
 static void try_next(struct eng_deliver *d)
 {
     while (!d->stop && d->host < d->nhosts) {
@@ -215,34 +386,32 @@ static void try_next(struct eng_deliver *d)
             d->adr = 0;
             continue;
         }
-        const struct dns_addr *a = &h->addrs[d->adr++];
-        struct sockaddr_storage ss;
-        socklen_t sslen = make_sockaddr(a, d->cfg.port, &ss);
-        snprintf(d->cur_host, sizeof(d->cur_host), "%s", h->name);
-        eng_addr_format((const struct sockaddr *)&ss, d->cur_addr, sizeof(d->cur_addr));
-        char ip[INET6_ADDRSTRLEN];
-        snprintf(d->remote, sizeof(d->remote), "%s[%s]:%u", h->name,
-                 dns_addr_format(a, ip, sizeof(ip)), (unsigned)d->cfg.port);
-        struct smtp_session_config scfg = {
-            .tls = d->cfg.tls,
-            .tls_cache = d->cfg.tls_cache,
-            .mx_name = h->name,
-            .helo_name = d->cfg.helo_name,
-            .connect_timeout_ms = d->cfg.connect_timeout_ms,
-            .reply_timeout_ms = d->cfg.reply_timeout_ms,
-            .send_timeout_ms = d->cfg.send_timeout_ms,
-            .data_done_timeout_ms = d->cfg.data_done_timeout_ms,
-        };
-        d->t_conn = eng_deliver_now_ms();
-        int rc = smtp_session_start_delivery(d->cfg.loop, &scfg, (const struct sockaddr *)&ss,
-                                             sslen, &session_ops, d);
-        if (rc == 0) {
-            d->rep.connections++;
+        /* Every address of a host shares its key: the source of its first address's
+         * family (a host's pooled connections are all to its name). */
+        d->source = pick_source(d, h->addrs[d->adr].family == AF_INET6 ? AF_INET6 : AF_INET);
+        struct eng_connpool_key key = { .host = h->name, .port = d->cfg.port, .source = d->source };
+        struct eng_conn *c = NULL;
+        d->wait.ops = &conn_ops;
+        d->wait.arg = d;
+        d->wait.granted = on_granted;
+        int rc = eng_connpool_acquire(d->cfg.pool, &key, &d->wait, &c);
+        if (rc == ENG_CONNPOOL_WAIT)
+            return; /* on_granted goes on */
+        if (rc == ENG_CONNPOOL_REUSE) {
+            use_reused(d, c);
             return;
         }
+        if (rc == ENG_CONNPOOL_CONNECT) {
+            if (connect_next(d))
+                return;
+            continue;
+        }
         char text[QUEUE_TEXT_MAX];
-        snprintf(text, sizeof(text), "cannot connect to %s: %s", d->remote, eng_describe_error(rc));
-        cand_network(d, d->remote, rc, true, text);
+        snprintf(text, sizeof(text), "no connection to %s: %s", h->name,
+                 rc == ENG_CONNPOOL_CLOSED ? "the engine is shutting down"
+                                           : eng_describe_error(rc));
+        cand_network(d, "", rc, true, text);
+        d->stop = true;
     }
     if (!d->cand_set)
         eng_deliver_result_set(&d->cand, QUEUE_RESULT_NETWORK, 451, "4.4.1", "",

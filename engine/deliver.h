@@ -2,7 +2,10 @@
  * engine/deliver.h — one delivery attempt of one queued message, on one loop.
  *
  * An attempt resolves the message's domain (dns_loop.h), then walks its MX hosts in
- * delivery order and each host's addresses, one connection at a time:
+ * delivery order and each host's addresses, one connection at a time, each taken from
+ * the worker's connection pool (connpool.h): an idle verified connection to the same
+ * MX host name if there is one (the message goes over it, RSET-free), else a new one
+ * within the host's connection limit (waiting for a slot when the limit is reached):
  *   - a host the capability cache (capcache.h) blocks is skipped without a connection,
  *     its cached refusal kept as the reason;
  *   - a connection whose TLS the floor refuses is recorded in the capability cache and
@@ -12,7 +15,10 @@
  *   - the first connection that reaches READY over TLS gets the message (one
  *     transaction): its per-recipient replies decide the recipients, and the attempt
  *     ends there (a 4xx from the host that took the transaction is not retried
- *     elsewhere in the same attempt).
+ *     elsewhere in the same attempt). The connection then goes back to the pool;
+ *   - a reused connection that turns out dead before the receiver answered MAIL (it
+ *     closed while idle and we had not noticed yet) took nothing: the same host is
+ *     tried again on another connection (twice at most).
  * DNS answers decide without a connection: a null MX bounces (556 5.1.10), NXDOMAIN or
  * no address bounces (550 5.1.2), a temporary failure defers (451 4.4.3). When no host
  * took a transaction, every recipient not yet final is deferred with the most specific
@@ -35,6 +41,7 @@
 
 #include "dns/dns.h"
 #include "engine/capcache.h"
+#include "engine/connpool.h"
 #include "engine/dns_loop.h"
 #include "engine/loop.h"
 #include "queue/queue.h"
@@ -43,9 +50,17 @@
 struct eng_deliver_config {
     struct eng_loop *loop;
     struct eng_dns *dns;
-    struct tls_ctx *tls;           /* client context with the floor */
-    struct tls_cache *tls_cache;   /* may be NULL */
-    struct eng_capcache *capcache; /* may be NULL: no skipping, nothing recorded */
+    struct tls_ctx *tls;                    /* client context with the floor */
+    struct tls_cache *tls_cache;            /* may be NULL */
+    struct eng_capcache *capcache;          /* may be NULL: no skipping, nothing recorded */
+    struct eng_connpool *pool;              /* may be NULL: a new connection per attempt, closed
+                                             * after it */
+    const struct sockaddr_storage *sources; /* egress addresses (port 0), nsources of them,
+                                             * one chosen per destination domain (a
+                                             * stable hash); NULL = the kernel's choice.
+                                             * An address family without a source of its
+                                             * own is connected unbound. */
+    unsigned nsources;
     const char *helo_name;         /* our EHLO name */
     uint16_t port;                 /* SMTP port of every MX host; 0 = 25 */
     unsigned connect_timeout_ms;   /* 0 = 30000 */
@@ -88,6 +103,7 @@ struct eng_deliver_report {
     enum tls_reason refusal;    /* the first floor refusal (live or cached) of this attempt,
                                  * NONE if none: behind a deferral, or a host skipped before
                                  * the one that took the message */
+    bool reused;                /* the delivering connection was an idle one reused */
     unsigned connections;       /* connections opened */
     unsigned skipped_cached;    /* MX hosts skipped on a cached refusal */
     uint64_t dns_ms;            /* the MX lookup */

@@ -31,6 +31,14 @@ struct eng_deliver {
     bool txn_ended; /* a host took (and ended) the transaction */
     bool stop;      /* the message itself cannot be sent: try no further host */
 
+    /* The pool: our request (granted later when we had to wait), the lease. */
+    struct eng_connpool_wait wait;
+    unsigned source; /* index into cfg.sources */
+    bool reused;     /* the current connection came from the pool */
+    bool stale;      /* ... and was found dead before MAIL's reply: try again */
+    bool recorded;   /* the current connection's verdict is in the capability cache */
+    unsigned stale_retries;
+
     /* The connection under way, or the one that took the transaction. */
     char cur_host[DNS_NAME_MAX + 1];
     char cur_addr[64];              /* "192.0.2.1:25" */

@@ -148,7 +148,9 @@ static char *json_line(const struct eng_deliver *d, const struct eng_deliver_rep
                         rep->transacted && rep->refusal != TLS_REASON_NONE
                                 ? json_string(tls_reason_name(rep->refusal))
                                 : json_null());
-    json_object_set_new(o, "connection", rep->transacted ? json_string("new") : json_null());
+    json_object_set_new(o, "connection",
+                        rep->transacted ? json_string(rep->reused ? "reused" : "new")
+                                        : json_null());
     json_object_set_new(o, "connections", json_integer(rep->connections));
     json_object_set_new(o, "skipped_cached", json_integer(rep->skipped_cached));
     json_t *t = json_object();

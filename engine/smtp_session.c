@@ -50,6 +50,8 @@ struct smtp_session {
     char helo_name[256];
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    struct sockaddr_storage source;
+    socklen_t source_len; /* 0: not bound */
 
     struct smtp_client sm;
     struct tls_conn *tls;
@@ -158,12 +160,15 @@ static unsigned ms_left(const struct smtp_session *s, uint64_t deadline)
  * only listens for an early reply or a hang-up; the body's send deadlines bound BODY. */
 static void arm_recv(struct smtp_session *s)
 {
-    /* READY waits for the owner, not for the receiver. */
-    if (s->sm.state == SMTPC_READY || s->closing)
+    if (s->closing ||
+        (s->sm.state == SMTPC_READY && eng_loop_now_ms(s->loop) >= s->idle_deadline_ms))
         return;
+    /* READY waits for the owner, not for the receiver; the read armed meanwhile only
+     * notices a hang-up or a 421, so it lives as long as the idle deadline. */
     uint64_t deadline = s->sm.state == SMTPC_BODY
                                 ? eng_loop_now_ms(s->loop) + s->cfg.send_timeout_ms
-                                : s->reply_deadline_ms;
+                        : s->sm.state == SMTPC_READY ? s->idle_deadline_ms
+                                                     : s->reply_deadline_ms;
     if (eng_handle_busy(s->loop, s->h, ENG_OP_RECV)) {
         if (s->recv_deadline_ms > deadline && s->sm.state != SMTPC_BODY)
             eng_op_cancel(s->loop, s->h, ENG_OP_RECV);
@@ -361,6 +366,7 @@ static void become_idle(struct smtp_session *s)
     s->idle = true;
     s->idle_deadline_ms = eng_loop_now_ms(s->loop) + t;
     arm_idle_timer(s);
+    arm_recv(s);
     if (s->idle && s->ops && s->ops->ready)
         s->ops->ready(s->done_arg, s);
 }
@@ -621,7 +627,10 @@ static int session_start(struct eng_loop *loop, const struct smtp_session_config
                          smtp_session_done_fn done, const struct smtp_session_ops *ops, void *arg)
 {
     if (!cfg->tls || addrlen > sizeof(struct sockaddr_storage) || !cfg->connect_timeout_ms ||
-        !cfg->reply_timeout_ms || !cfg->send_timeout_ms)
+        !cfg->reply_timeout_ms || !cfg->send_timeout_ms ||
+        (cfg->source &&
+         (cfg->source_len == 0 || cfg->source_len > sizeof(struct sockaddr_storage) ||
+          cfg->source->sa_family != addr->sa_family)))
         return -EINVAL;
     struct smtp_session *s = calloc(1, sizeof(*s));
     if (!s)
@@ -646,6 +655,11 @@ static int session_start(struct eng_loop *loop, const struct smtp_session_config
     s->cfg.helo_name = s->helo_name;
     memcpy(&s->addr, addr, addrlen);
     s->addrlen = addrlen;
+    s->cfg.source = NULL;
+    if (cfg->source && cfg->source_len <= sizeof(s->source)) {
+        memcpy(&s->source, cfg->source, cfg->source_len);
+        s->source_len = cfg->source_len;
+    }
     smtp_reply_reset(&s->rp, &s->reply);
 
     s->fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
@@ -657,6 +671,17 @@ static int session_start(struct eng_loop *loop, const struct smtp_session_config
     /* Commands are small and each waits for its reply: Nagle would only add latency. */
     int one = 1;
     setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (s->source_len) {
+        /* The port is picked at connect, against the destination: thousands of
+         * connections from one source address do not exhaust its ephemeral ports. */
+        setsockopt(s->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+        if (bind(s->fd, (const struct sockaddr *)&s->source, s->source_len) < 0) {
+            rc = -errno;
+            close(s->fd);
+            free(s);
+            return rc;
+        }
+    }
 
     rc = eng_handle_open(loop, s->fd, &session_ops, s, &s->h);
     if (rc < 0) {

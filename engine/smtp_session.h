@@ -16,6 +16,10 @@
  * per read); each send (a deadline for the whole buffer, partial sends included, so a
  * body goes at no less than 16 KB per send_timeout); the reply to the end of data; and
  * READY, where an owner that does not decide in time gets a QUIT.
+ *
+ * A READY delivery session keeps reading: a receiver that closes an idle connection, or
+ * says 421 on it, ends the session at once (done), instead of failing the next message
+ * handed to it (connection pools keep READY sessions for minutes).
  */
 #ifndef FLOORMTA_ENGINE_SMTP_SESSION_H
 #define FLOORMTA_ENGINE_SMTP_SESSION_H
@@ -41,6 +45,9 @@ struct smtp_session_config {
                                     * (RFC 5321 4.5.3.2.6 suggests 10 minutes) */
     unsigned idle_timeout_ms;      /* delivery: READY without a decision from the owner
                                     * this long means QUIT; 0 = reply_timeout_ms */
+    const struct sockaddr *source; /* egress: the local address to bind to (port 0) before
+                                    * connecting; NULL = the kernel's choice. Copied. */
+    socklen_t source_len;
 };
 
 /* Called once when the session ends, with the finished state machine (borrowed for the

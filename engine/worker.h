@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "engine/capcache.h"
+#include "engine/connpool.h"
 #include "engine/dns_loop.h"
 #include "engine/loop.h"
 #include "queue/queue.h"
@@ -34,12 +35,15 @@
 struct eng_worker;
 
 struct eng_worker_config {
-    struct eng_loop *loop;           /* borrowed; outlives the worker */
-    struct queue_spool *spool;       /* borrowed; outlives the worker */
-    struct eng_dns *dns;             /* borrowed; on loop */
-    struct tls_ctx *tls;             /* borrowed: the client context with the floor */
-    struct tls_cache *tls_cache;     /* borrowed; may be NULL */
-    struct eng_capcache *capcache;   /* borrowed; may be NULL */
+    struct eng_loop *loop;         /* borrowed; outlives the worker */
+    struct queue_spool *spool;     /* borrowed; outlives the worker */
+    struct eng_dns *dns;           /* borrowed; on loop */
+    struct tls_ctx *tls;           /* borrowed: the client context with the floor */
+    struct tls_cache *tls_cache;   /* borrowed; may be NULL */
+    struct eng_capcache *capcache; /* borrowed; may be NULL */
+    struct eng_connpool *pool;     /* borrowed; on loop; may be NULL (no reuse, no limits) */
+    const struct sockaddr_storage *sources; /* egress addresses (eng_deliver_config); borrowed */
+    unsigned nsources;
     struct queue_retry_config retry; /* copied; zeros are the scheduler's defaults */
     const char *helo_name;           /* our EHLO name; copied */
     const char *reporting_mta;       /* DSN Reporting-MTA; copied; NULL = helo_name */
