@@ -86,6 +86,14 @@ int smtp_client_init(struct smtp_client *c, const char *helo_name, const char *p
     return smtp_client_init_mode(c, SMTPC_MODE_PROBE, helo_name, peer);
 }
 
+void smtp_client_set_opportunistic(struct smtp_client *c, bool on)
+{
+    /* Only before the dialogue starts: a mode that could change halfway would make
+     * "what did this connection promise" unanswerable. */
+    if (c->state == SMTPC_CONNECT)
+        c->opportunistic = on;
+}
+
 static void set_state(struct smtp_client *c, enum smtpc_state next)
 {
     if (eng_log_enabled(ENG_LOG_DEBUG))
@@ -281,6 +289,25 @@ static enum smtpc_action on_greeting(struct smtp_client *c, const struct smtp_re
     return send_cmd(c, SMTPC_EHLO, "EHLO", c->helo_name);
 }
 
+/* Opportunistic mode, no STARTTLS offered: the one way to READY without TLS. The
+ * verdict records it as an opportunistic pass with reason no_starttls, so that every
+ * log line and counter that reads verdicts sees plaintext for what it is. */
+static enum smtpc_action plaintext_ready(struct smtp_client *c)
+{
+    tls_verdict_clear(&c->verdict);
+    c->verdict.pass = true;
+    c->verdict.opportunistic = true;
+    c->verdict.reason = TLS_REASON_NO_STARTTLS;
+    c->verdict.ev.problems = 1u << TLS_REASON_NO_STARTTLS;
+    c->plaintext = true;
+    c->outcome = SMTPC_OUTCOME_PASS;
+    eng_log(ENG_LOG_INFO, "smtp-client peer=%s opportunistic: no STARTTLS offered, plaintext",
+            c->peer);
+    if (c->mode == SMTPC_MODE_DELIVER)
+        return ready(c);
+    return quit(c);
+}
+
 static enum smtpc_action on_ehlo(struct smtp_client *c, const struct smtp_reply *r)
 {
     if (r->code != 250) {
@@ -294,6 +321,8 @@ static enum smtpc_action on_ehlo(struct smtp_client *c, const struct smtp_reply 
     smtp_caps_parse(r, &c->caps);
     c->starttls_offered = (c->caps.ext & SMTP_EXT_STARTTLS) != 0;
     if (!c->starttls_offered) {
+        if (c->opportunistic)
+            return plaintext_ready(c);
         refuse(c, TLS_REASON_NO_STARTTLS);
         return quit(c);
     }
@@ -642,7 +671,9 @@ static enum smtpc_action on_tls_end(struct smtp_client *c, const struct smtpc_ev
     if (c->state != SMTPC_TLS)
         return finish_error(c, SMTP_ERR_UNEXPECTED);
     c->verdict = *ev->verdict;
-    if (ev->kind == SMTPC_EV_TLS_FAILED || !ev->verdict->pass) {
+    /* Floor mode takes nothing below the floor, whatever context made the verdict. */
+    bool acceptable = c->opportunistic ? ev->verdict->pass : tls_verdict_meets_floor(ev->verdict);
+    if (ev->kind == SMTPC_EV_TLS_FAILED || !acceptable) {
         /* The connection is in no state for plaintext: no QUIT, no second chance in a
          * weaker mode. */
         c->outcome = SMTPC_OUTCOME_REFUSED;
@@ -652,6 +683,9 @@ static enum smtpc_action on_tls_end(struct smtp_client *c, const struct smtpc_ev
         set_state(c, SMTPC_DONE);
         return SMTPC_ACT_CLOSE;
     }
+    if (!tls_verdict_meets_floor(&c->verdict))
+        eng_log(ENG_LOG_INFO, "smtp-client peer=%s opportunistic: %s below the floor (%s)", c->peer,
+                tls_version_name(c->verdict.ev.version), tls_reason_name(c->verdict.reason));
     /* RFC 3207 4.2: forget everything learnt before TLS and EHLO again. */
     memset(&c->caps, 0, sizeof(c->caps));
     return send_cmd(c, SMTPC_EHLO_TLS, "EHLO", c->helo_name);

@@ -15,7 +15,22 @@
  * The floor is not negotiable here: without STARTTLS, with STARTTLS refused, or with a
  * handshake the verdict refuses, the outcome is REFUSED and nothing but QUIT (or, after
  * a failed handshake, nothing at all) is sent. READY is only reached over TLS that met
- * the floor, so no envelope or body byte ever travels in the clear.
+ * the floor, so no envelope or body byte ever travels in the clear — with one exact
+ * exception, opportunistic mode (smtp_client_set_opportunistic), which the owner turns
+ * on only for a domain whose operator wrote `opportunistic` for it:
+ *   - the EHLO reply does not offer STARTTLS: READY in plaintext, outcome PASS,
+ *     c->plaintext set and c->verdict = { pass, opportunistic, reason no_starttls,
+ *     ev.version 0 };
+ *   - STARTTLS offered: STARTTLS and a handshake with the context the owner gives (an
+ *     opportunistic one), and READY over whatever TLS it negotiated; the verdict
+ *     passes and names what the floor would have refused (tls.h);
+ *   - everything else is as in floor mode: STARTTLS refused (a 454 or 5xx to it; the
+ *     session may have been tampered with) is REFUSED starttls_refused and never
+ *     continues in plaintext on that connection; a failed handshake is REFUSED and
+ *     closes; an EHLO the receiver rejects is REFUSED no_starttls (no HELO fallback).
+ * In floor mode a verdict counts only if it met the floor (tls_verdict_meets_floor):
+ * an opportunistic context's pass below it, handed to a floor-mode client by mistake,
+ * is refused with its reason.
  *
  * Transaction policy (the why is in smtp_client.c):
  *   - PIPELINING (RFC 2920) when offered: MAIL, the RCPTs and DATA leave in one group
@@ -104,7 +119,8 @@ enum smtpc_action {
 
 enum smtpc_outcome {
     SMTPC_OUTCOME_NONE,    /* not finished */
-    SMTPC_OUTCOME_PASS,    /* TLS met the floor */
+    SMTPC_OUTCOME_PASS,    /* TLS met the floor; in opportunistic mode also TLS below it
+                            * (verdict.reason says why) or plaintext (c->plaintext) */
     SMTPC_OUTCOME_REFUSED, /* the floor refused the receiver: c->verdict says why */
     SMTPC_OUTCOME_ERROR,   /* unreachable, timeout, protocol violation: c->err */
 };
@@ -186,6 +202,9 @@ struct smtp_client {
     struct tls_verdict verdict; /* with OUTCOME_PASS / REFUSED */
     struct smtp_caps caps;      /* the last EHLO's (after TLS: the encrypted one) */
     bool starttls_offered;
+    bool opportunistic; /* opportunistic mode (smtp_client_set_opportunistic) */
+    bool plaintext;     /* READY without TLS: only in opportunistic mode, when the receiver
+                         * offered no STARTTLS. For the owner's log and counters. */
     char greeting[SMTPC_SUMMARY_MAX];
     char last_reply[SMTPC_SUMMARY_MAX]; /* the last reply that decided something (not
                                          * the reply to QUIT), summarised */
@@ -216,6 +235,13 @@ int smtp_client_init(struct smtp_client *c, const char *helo_name, const char *p
 /* The same, in the given mode. */
 int smtp_client_init_mode(struct smtp_client *c, enum smtpc_mode mode, const char *helo_name,
                           const char *peer);
+
+/* Turns opportunistic mode on or off for this connection (off after init: the floor).
+ * Call after smtp_client_init / _init_mode and before the first event; later calls
+ * change nothing (the mode of a dialogue under way never changes). The owner must
+ * also hand the session an opportunistic TLS context (tls_client_config.opportunistic),
+ * or a receiver below the floor is still refused at the handshake. */
+void smtp_client_set_opportunistic(struct smtp_client *c, bool on);
 
 /* Consumes one event and returns what the driver must do next. ev and its pointers are
  * borrowed for the call. After SMTPC_ACT_CLOSE, further events are ignored (and answered

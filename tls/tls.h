@@ -14,6 +14,13 @@
  * is allowed to finish. A refused handshake never completes, so no byte of a message
  * can be sent over it.
  *
+ * The one exception is a context built with tls_client_config.opportunistic, for the
+ * domains an operator explicitly marked `opportunistic`: it negotiates whatever the
+ * receiver supports (TLS 1.0 .. 1.3, CBC suites included) and lets every completed
+ * handshake pass, but judges it exactly as the floor would and keeps all of it in the
+ * verdict's evidence, so the log says what a floor would have refused (see struct
+ * tls_verdict for the invariant).
+ *
  * Threading: a tls_ctx may be shared by threads once built (read-only). A tls_conn and a
  * tls_cache belong to one thread (one per worker loop); they take no locks.
  */
@@ -127,17 +134,39 @@ struct tls_evidence {
     char detail[128];  /* library detail for handshake failures (alert, error), "" */
 };
 
+/* The invariant, by kind of context:
+ *   floor context (the default): opportunistic = false, and pass iff reason == NONE.
+ *   opportunistic context: opportunistic = true on every verdict it produces; pass =
+ *     the handshake completed; reason = the first problem the floor (the context's
+ *     min_version, the ECDHE+AEAD suites, the certificate checks) would have refused
+ *     in TLS_REASONS order, NONE if there was none; ev.problems has all of them. A
+ *     handshake that failed outright (or could not be judged) does not pass, with its
+ *     reason as for a floor context.
+ * So `pass && reason != TLS_REASON_NONE` happens only with opportunistic set: TLS that
+ * is better than plaintext but below the floor. Code that needs the floor itself
+ * (the capability cache, "delivered over TLS that met the floor") asks
+ * tls_verdict_meets_floor(). The engine's SMTP client also writes an opportunistic
+ * verdict for a plaintext session: pass, reason no_starttls, ev.version 0. */
 struct tls_verdict {
     bool pass;
-    enum tls_reason reason; /* TLS_REASON_NONE iff pass */
+    bool opportunistic;     /* judged for an opportunistic context: see above */
+    enum tls_reason reason; /* first problem found; TLS_REASON_NONE iff pass, unless
+                             * opportunistic */
     struct tls_evidence ev;
 };
 
-/* Resets a verdict to "not decided": pass=false, reason NONE, evidence empty. */
+/* Whether v describes TLS that met the floor: passed with no problem. */
+static inline bool tls_verdict_meets_floor(const struct tls_verdict *v)
+{
+    return v->pass && v->reason == TLS_REASON_NONE;
+}
+
+/* Resets a verdict to "not decided": pass=false, opportunistic=false, reason NONE,
+ * evidence empty. */
 void tls_verdict_clear(struct tls_verdict *v);
 
 /* Records a refusal decided outside tls/ (no_starttls, starttls_refused) into *v,
- * keeping any evidence already there. */
+ * keeping any evidence already there and the opportunistic flag: pass = false. */
 void tls_verdict_refuse(struct tls_verdict *v, enum tls_reason reason);
 
 /* Formats the SHA-256 fingerprint as 64 lowercase hex digits into out (>= 65 bytes).
@@ -155,9 +184,14 @@ struct tls_client_config {
                            * tls_ctx_new_client and not kept. */
     int min_rsa_bits;     /* 0 = 2048 */
     int min_ec_bits;      /* 0 = 256 */
+    bool opportunistic;   /* negotiate TLS 1.0 .. 1.3 with the library's whole suite
+                           * list and never refuse a completed handshake; the fields
+                           * above are then the floor the evidence is judged against,
+                           * not enforced. Only for domains an operator marked so. */
 };
 
-/* Builds a client context enforcing the floor in cfg. Returns 0 and *out (free with
+/* Builds a client context enforcing the floor in cfg (or, with cfg->opportunistic,
+ * judging against it without enforcing it). Returns 0 and *out (free with
  * tls_ctx_free), or TLS_ERR_CONFIG (bad version), TLS_ERR_CA_LOAD (unreadable or empty
  * trust store), -ENOMEM. cfg and its strings are borrowed. */
 int tls_ctx_new_client(const struct tls_client_config *cfg, struct tls_ctx **out);
@@ -182,7 +216,9 @@ void tls_ctx_free(struct tls_ctx *ctx);
 
 /* Judges a certificate chain against a client context's floor exactly as a handshake
  * would (trust store, dates, host name peer_name, key sizes, signature hashes), without
- * a handshake: for re-checking a cached chain, tests and benchmarks. ders[i] / lens[i]
+ * a handshake: for re-checking a cached chain, tests and benchmarks. For an
+ * opportunistic context the verdict is opportunistic too (it passes, with the problems
+ * as evidence). ders[i] / lens[i]
  * are the DER certificates, leaf first, n of them (n = 0 judges "no certificate"); all
  * borrowed. Fills *out (the cipher and version fields stay empty). Returns 0 whether
  * the chain passed or not (see out->pass), TLS_ERR_STATE for a server context,
@@ -198,6 +234,8 @@ int tls_ctx_verify_chain(struct tls_ctx *client_ctx, const char *peer_name,
  * least recently used entries are evicted. It also remembers passing verdicts of the
  * chains it has seen (per context, name and exact chain bytes, until the chain's
  * earliest notAfter or an hour), so that later connections skip chain verification.
+ * Only sessions of handshakes that met the floor are stored: an opportunistic
+ * handshake below it is never offered for resumption (whatever context asks next).
  * One per worker thread. */
 struct tls_cache;
 
@@ -247,8 +285,10 @@ size_t tls_conn_pending(const struct tls_conn *conn);
 size_t tls_conn_drain(struct tls_conn *conn, void *buf, size_t cap);
 
 /* Advances the handshake with what has been fed. Returns:
- *   0, *done = true:  handshake complete and the floor passed (client) or the
- *                     handshake completed (server);
+ *   0, *done = true:  handshake complete and the floor passed (client; with an
+ *                     opportunistic context: the handshake completed, the verdict
+ *                     says what the floor would have thought) or the handshake
+ *                     completed (server);
  *   0, *done = false: needs more input (drain and send what is pending first);
  *   TLS_ERR_HANDSHAKE: the handshake failed or was refused; for a client,
  *                     tls_conn_verdict() says why. Drain: an alert may be pending.

@@ -19,6 +19,11 @@
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
+/* An opportunistic context offers the library's whole list instead: CBC suites are
+ * the only ones a TLS 1.0/1.1 receiver has, and for such a domain any TLS beats
+ * plaintext. */
+#define TLS_OPPORTUNISTIC_SUITES "ALL"
+
 /* The client offers exactly these: nothing weaker is ever on the table. A receiver
  * stuck at TLS 1.0/1.1 or with only CBC suites can then only abort; the verdict names
  * what it sent (a protocol_version or handshake_failure alert before any ServerHello).
@@ -102,6 +107,7 @@ int tls_ctx_new_client(const struct tls_client_config *cfg, struct tls_ctx **out
     if (ctx == NULL)
         return -ENOMEM;
     ctx->min_version = floor;
+    ctx->opportunistic = cfg->opportunistic;
     ctx->min_rsa_bits = cfg->min_rsa_bits ? cfg->min_rsa_bits : 2048;
     ctx->min_ec_bits = cfg->min_ec_bits ? cfg->min_ec_bits : 256;
 
@@ -109,11 +115,15 @@ int tls_ctx_new_client(const struct tls_client_config *cfg, struct tls_ctx **out
     if (rc < 0)
         goto fail;
     rc = TLS_ERR_LIBRARY;
-    if (!SSL_CTX_set_min_proto_version(ctx->ssl, floor) ||
+    /* The opportunistic minimum is set explicitly: with 0 the library picks its own
+     * default minimum, which is not TLS 1.0 in every BoringSSL release. */
+    if (!SSL_CTX_set_min_proto_version(ctx->ssl, cfg->opportunistic ? TLS1_VERSION : floor) ||
         !SSL_CTX_set_max_proto_version(ctx->ssl, TLS1_3_VERSION) ||
-        !SSL_CTX_set_strict_cipher_list(ctx->ssl, TLS_FLOOR_SUITES))
+        !SSL_CTX_set_strict_cipher_list(ctx->ssl, cfg->opportunistic ? TLS_OPPORTUNISTIC_SUITES
+                                                                     : TLS_FLOOR_SUITES))
         goto fail;
-    /* Our callback judges every certificate; the library's own verifier never runs. */
+    /* Our callback judges every certificate; the library's own verifier never runs.
+     * (An opportunistic context's callback judges too, and then lets it pass.) */
     SSL_CTX_set_custom_verify(ctx->ssl, SSL_VERIFY_PEER, tls_conn_verify_cb);
     SSL_CTX_set_session_cache_mode(ctx->ssl, SSL_SESS_CACHE_CLIENT);
     SSL_CTX_sess_set_new_cb(ctx->ssl, tls_conn_new_session_cb);

@@ -8,7 +8,11 @@
  *    the session is judged again (it may have expired since);
  *  - a failed handshake, whose library error is mapped to a reason (version or cipher
  *    below the floor, or a plain handshake failure with the library's words).
- * New sessions reach the cache only from handshakes whose verdict passed.
+ * New sessions reach the cache only from handshakes that met the floor.
+ *
+ * An opportunistic context goes through the same judgement; tls_verdict_waive() then
+ * lets a completed handshake pass with its problems kept (tls.h), right where the
+ * floor would refuse, so the two modes can never judge differently.
  */
 #include "tls/tls_int.h"
 
@@ -44,13 +48,18 @@ static void judge_negotiated(struct tls_conn *conn, const SSL_CIPHER *cipher)
     if (v->ev.version < conn->ctx->min_version)
         tls_verdict_add(v, TLS_REASON_VERSION_BELOW_FLOOR);
     tls_verdict_settle(v);
+    if (conn->ctx->opportunistic)
+        tls_verdict_waive(v);
 }
 
-static void refuse_internal(struct tls_verdict *v, const char *detail)
+static void refuse_internal(struct tls_conn *conn, const char *detail)
 {
+    struct tls_verdict *v = &conn->verdict;
+    tls_verdict_clear(v);
     tls_verdict_add(v, TLS_REASON_HANDSHAKE_FAILED);
     tls_strlcpy(v->ev.detail, detail, sizeof(v->ev.detail));
     tls_verdict_settle(v);
+    v->opportunistic = conn->ctx->opportunistic;
 }
 
 enum ssl_verify_result_t tls_conn_verify_cb(SSL *ssl, uint8_t *out_alert)
@@ -60,10 +69,8 @@ enum ssl_verify_result_t tls_conn_verify_cb(SSL *ssl, uint8_t *out_alert)
 
     conn->verify_ran = true;
     if (tls_verify_certs(conn->ctx, conn->cache, conn->peer_name, SSL_get0_peer_certificates(ssl),
-                         v) < 0) {
-        tls_verdict_clear(v);
-        refuse_internal(v, "out of memory while verifying the certificate");
-    }
+                         v) < 0)
+        refuse_internal(conn, "out of memory while verifying the certificate");
     judge_negotiated(conn, SSL_get_pending_cipher(ssl));
     if (v->pass)
         return ssl_verify_ok;
@@ -76,7 +83,7 @@ int tls_conn_new_session_cb(SSL *ssl, SSL_SESSION *session)
     struct tls_conn *conn = SSL_get_app_data(ssl);
     if (conn == NULL || conn->cache == NULL)
         return 0;
-    if (conn->state == TLS_CONN_ESTABLISHED && conn->verdict.pass) {
+    if (conn->state == TLS_CONN_ESTABLISHED && tls_verdict_cacheable(&conn->verdict)) {
         tls_cache_put(conn->cache, conn->cache_key, session);
         return 0;
     }
@@ -127,6 +134,7 @@ static void judge_failure(struct tls_conn *conn, int ssl_err)
         }
     }
     tls_verdict_clear(v);
+    v->opportunistic = conn->ctx->opportunistic;
     v->ev.version = hello;
     if (what == NULL)
         what = ssl_err == SSL_ERROR_SYSCALL ? "connection failed" : "unknown error";
@@ -147,15 +155,12 @@ static int client_finished(struct tls_conn *conn)
     struct tls_verdict *v = &conn->verdict;
     if (SSL_session_reused(conn->ssl)) {
         if (tls_verify_certs(conn->ctx, conn->cache, conn->peer_name,
-                             SSL_get0_peer_certificates(conn->ssl), v) < 0) {
-            tls_verdict_clear(v);
-            refuse_internal(v, "out of memory while verifying the certificate");
-        }
+                             SSL_get0_peer_certificates(conn->ssl), v) < 0)
+            refuse_internal(conn, "out of memory while verifying the certificate");
         v->ev.resumed = true;
     } else if (!conn->verify_ran) {
         /* Cannot happen with SSL_VERIFY_PEER; never let it pass silently. */
-        tls_verdict_clear(v);
-        refuse_internal(v, "certificate was not verified");
+        refuse_internal(conn, "certificate was not verified");
     }
     judge_negotiated(conn, SSL_get_current_cipher(conn->ssl));
     if (!v->pass) {
@@ -164,7 +169,7 @@ static int client_finished(struct tls_conn *conn)
     }
     tls_conn_set_state(conn, TLS_CONN_ESTABLISHED);
     if (conn->pending_session != NULL) {
-        if (conn->cache != NULL)
+        if (conn->cache != NULL && tls_verdict_cacheable(v))
             tls_cache_put(conn->cache, conn->cache_key, conn->pending_session);
         SSL_SESSION_free(conn->pending_session);
         conn->pending_session = NULL;

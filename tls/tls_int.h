@@ -23,7 +23,8 @@ struct tls_ctx {
     SSL_CTX *ssl;
     X509_STORE *store; /* client only: the trust anchors; NULL for a server */
     bool server;
-    uint16_t min_version;
+    bool opportunistic;   /* client: never refuse a completed handshake (tls.h) */
+    uint16_t min_version; /* the floor (judged; enforced unless opportunistic) */
     int min_rsa_bits;
     int min_ec_bits;
     int refs; /* atomic: the owner plus one per live conn */
@@ -80,6 +81,18 @@ bool tls_cipher_meets_floor(const SSL_CIPHER *cipher);
 
 /* Sets v->reason from v->ev.problems (first in TLS_REASONS order) and v->pass. */
 void tls_verdict_settle(struct tls_verdict *v);
+
+/* For an opportunistic context: marks v opportunistic and lets it pass unless the
+ * handshake itself failed or could not be judged (TLS_REASON_HANDSHAKE_FAILED among
+ * the problems). Keeps the reason and problems. Call after tls_verdict_settle. */
+void tls_verdict_waive(struct tls_verdict *v);
+
+/* Whether a session of the handshake that produced v may be stored for resumption:
+ * only one that met the floor. */
+static inline bool tls_verdict_cacheable(const struct tls_verdict *v)
+{
+    return tls_verdict_meets_floor(v);
+}
 
 /* Marks one problem in the verdict's evidence (does not settle). */
 static inline void tls_verdict_add(struct tls_verdict *v, enum tls_reason reason)

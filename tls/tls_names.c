@@ -94,6 +94,7 @@ void tls_verdict_clear(struct tls_verdict *v)
 {
     memset(v, 0, sizeof(*v));
     v->pass = false;
+    v->opportunistic = false;
     v->reason = TLS_REASON_NONE;
 }
 
@@ -103,6 +104,15 @@ void tls_verdict_refuse(struct tls_verdict *v, enum tls_reason reason)
         reason = TLS_REASON_HANDSHAKE_FAILED;
     tls_verdict_add(v, reason);
     tls_verdict_settle(v);
+}
+
+void tls_verdict_waive(struct tls_verdict *v)
+{
+    v->opportunistic = true;
+    /* A handshake that failed, or whose certificate could not be judged (out of
+     * memory), is not "TLS below the floor": it is no TLS at all. */
+    if (!(v->ev.problems & (1u << TLS_REASON_HANDSHAKE_FAILED)))
+        v->pass = true;
 }
 
 void tls_verdict_settle(struct tls_verdict *v)

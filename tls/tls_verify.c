@@ -258,7 +258,12 @@ int tls_ctx_verify_chain(struct tls_ctx *ctx, const char *peer_name, const uint8
                          const size_t *lens, size_t n, struct tls_verdict *out)
 {
     int64_t not_after;
-    return tls_verify_chain_int(ctx, peer_name, ders, lens, n, out, &not_after);
+    int rc = tls_verify_chain_int(ctx, peer_name, ders, lens, n, out, &not_after);
+    /* As a handshake would: tls_verify_chain_int judges against the floor only (the
+     * memo keeps floor verdicts), the context's mode is applied here. */
+    if (rc == 0 && ctx->opportunistic)
+        tls_verdict_waive(out);
+    return rc;
 }
 
 int tls_verify_chain_int(struct tls_ctx *ctx, const char *peer_name, const uint8_t *const *ders,

@@ -1,7 +1,9 @@
 /*
  * tests/engine/test_smtp_client.c — the SMTP client state machine driven by scripted
  * events: the whole probe dialogue, every refusal path (no STARTTLS, STARTTLS refused,
- * handshake refused), errors, and that nothing but QUIT follows a refusal.
+ * handshake refused), errors, and that nothing but QUIT follows a refusal; then
+ * opportunistic mode: plaintext READY only when STARTTLS is not offered, TLS below the
+ * floor accepted, and STARTTLS refused or a failed handshake still refused.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -193,6 +195,219 @@ static void bad_helo_names(void **state)
     assert_string_equal(smtpc_outcome_name(SMTPC_OUTCOME_REFUSED), "refuse");
 }
 
+/* ---- opportunistic mode ------------------------------------------------------------- */
+
+/* A client in the given mode, opportunistic, up to the reply to its first EHLO. */
+static void start_opportunistic(struct smtp_client *c, enum smtpc_mode mode)
+{
+    assert_int_equal(smtp_client_init_mode(c, mode, "client.example", "mx[127.0.0.1]:25"), 0);
+    assert_false(c->opportunistic); /* the floor unless asked */
+    smtp_client_set_opportunistic(c, true);
+    assert_true(c->opportunistic);
+    assert_int_equal(script_event(c, SMTPC_EV_CONNECTED, 0), SMTPC_ACT_RECV);
+    assert_int_equal(script_reply(c, "220 mx ESMTP\r\n"), SMTPC_ACT_SEND);
+    cmd_is(c, "EHLO client.example\r\n");
+}
+
+static void opportunistic_no_starttls_probe_is_plaintext(void **state)
+{
+    (void)state;
+    struct smtp_client c;
+    start_opportunistic(&c, SMTPC_MODE_PROBE);
+    assert_int_equal(script_reply(&c, "250-mx\r\n250 PIPELINING\r\n"), SMTPC_ACT_SEND);
+    cmd_is(&c, "QUIT\r\n");
+    assert_int_equal(c.outcome, SMTPC_OUTCOME_PASS);
+    assert_true(c.plaintext);
+    assert_false(c.starttls_offered);
+    assert_true(c.verdict.pass);
+    assert_true(c.verdict.opportunistic);
+    assert_int_equal(c.verdict.reason, TLS_REASON_NO_STARTTLS);
+    assert_int_equal(c.verdict.ev.problems, 1u << TLS_REASON_NO_STARTTLS);
+    assert_int_equal(c.verdict.ev.version, 0);
+    assert_false(tls_verdict_meets_floor(&c.verdict));
+    assert_int_equal(script_reply(&c, "221 bye\r\n"), SMTPC_ACT_CLOSE);
+}
+
+/* Delivery: READY in plaintext, and the message goes (MAIL in the clear: the one case
+ * the operator asked for). */
+static void opportunistic_no_starttls_delivers_in_plaintext(void **state)
+{
+    (void)state;
+    struct smtp_client c;
+    start_opportunistic(&c, SMTPC_MODE_DELIVER);
+    assert_int_equal(script_reply(&c, "250-mx\r\n250 SIZE 1000\r\n"), SMTPC_ACT_IDLE);
+    assert_int_equal(c.state, SMTPC_READY);
+    assert_int_equal(c.outcome, SMTPC_OUTCOME_PASS);
+    assert_true(c.plaintext);
+    assert_int_equal(c.verdict.reason, TLS_REASON_NO_STARTTLS);
+    /* Capabilities of the plaintext EHLO are the ones in force. */
+    assert_int_equal(c.caps.size_max, 1000);
+
+    const char *rcpts[] = { "bob@example.com" };
+    struct smtp_rcpt_result res[1];
+    struct smtp_txn t = { .sender = "alice@example.org",
+                          .rcpts = rcpts,
+                          .nrcpts = 1,
+                          .body = "hi\r\n",
+                          .body_len = 4,
+                          .results = res };
+    enum smtpc_action act;
+    assert_int_equal(smtp_client_begin(&c, &t, &act), 0);
+    assert_int_equal(act, SMTPC_ACT_SEND);
+    cmd_is(&c, "MAIL FROM:<alice@example.org> SIZE=4\r\n");
+}
+
+/* STARTTLS offered: it is used, and READY follows a verdict below the floor, which is
+ * kept as the evidence. */
+static void opportunistic_starttls_offered_uses_tls(void **state)
+{
+    (void)state;
+    struct smtp_client c;
+    start_opportunistic(&c, SMTPC_MODE_DELIVER);
+    assert_int_equal(script_reply(&c, "250-mx\r\n250 STARTTLS\r\n"), SMTPC_ACT_SEND);
+    cmd_is(&c, "STARTTLS\r\n");
+    assert_int_equal(script_reply(&c, "220 go ahead\r\n"), SMTPC_ACT_TLS);
+    struct tls_verdict v;
+    tls_verdict_clear(&v);
+    v.pass = true;
+    v.opportunistic = true;
+    v.reason = TLS_REASON_VERSION_BELOW_FLOOR;
+    v.ev.problems = (1u << TLS_REASON_VERSION_BELOW_FLOOR) | (1u << TLS_REASON_CERT_SELF_SIGNED);
+    v.ev.version = TLS_VERSION_1_0;
+    struct smtpc_event ev = { .kind = SMTPC_EV_TLS_DONE, .verdict = &v };
+    assert_int_equal(smtp_client_step(&c, &ev), SMTPC_ACT_SEND);
+    cmd_is(&c, "EHLO client.example\r\n");
+    assert_int_equal(script_reply(&c, "250-mx\r\n250 PIPELINING\r\n"), SMTPC_ACT_IDLE);
+    assert_int_equal(c.outcome, SMTPC_OUTCOME_PASS);
+    assert_false(c.plaintext);
+    assert_true(c.verdict.pass);
+    assert_true(c.verdict.opportunistic);
+    assert_int_equal(c.verdict.reason, TLS_REASON_VERSION_BELOW_FLOOR);
+    assert_int_equal(c.verdict.ev.version, TLS_VERSION_1_0);
+    assert_int_equal(c.verdict.ev.problems, v.ev.problems);
+}
+
+/* STARTTLS offered and then refused: the session may have been tampered with, so the
+ * connection ends as in floor mode and nothing of a message goes in plaintext. */
+static void opportunistic_starttls_refused_never_plaintext(void **state)
+{
+    (void)state;
+    static const char *const replies[] = { "454 4.7.0 TLS not available\r\n",
+                                           "502 5.5.1 unrecognised command\r\n" };
+    for (size_t i = 0; i < sizeof(replies) / sizeof(replies[0]); i++) {
+        struct smtp_client c;
+        start_opportunistic(&c, SMTPC_MODE_DELIVER);
+        assert_int_equal(script_reply(&c, "250-mx\r\n250 STARTTLS\r\n"), SMTPC_ACT_SEND);
+        assert_int_equal(script_reply(&c, replies[i]), SMTPC_ACT_SEND);
+        cmd_is(&c, "QUIT\r\n");
+        assert_int_equal(c.outcome, SMTPC_OUTCOME_REFUSED);
+        assert_int_equal(c.verdict.reason, TLS_REASON_STARTTLS_REFUSED);
+        assert_false(c.verdict.pass);
+        assert_false(c.plaintext);
+        assert_int_equal(c.state, SMTPC_QUIT);
+
+        /* No transaction can start: no MAIL in the clear. */
+        const char *rcpts[] = { "bob@example.com" };
+        struct smtp_rcpt_result res[1];
+        struct smtp_txn t = {
+            .sender = "a@example.org", .rcpts = rcpts, .nrcpts = 1, .results = res
+        };
+        enum smtpc_action act;
+        assert_int_equal(smtp_client_begin(&c, &t, &act), -EBUSY);
+        cmd_is(&c, "QUIT\r\n");
+        assert_int_equal(script_reply(&c, "221 bye\r\n"), SMTPC_ACT_CLOSE);
+        assert_int_equal(c.outcome, SMTPC_OUTCOME_REFUSED);
+    }
+}
+
+/* A failed handshake ends the connection at once, as in floor mode. */
+static void opportunistic_handshake_failure_closes(void **state)
+{
+    (void)state;
+    struct smtp_client c;
+    start_opportunistic(&c, SMTPC_MODE_DELIVER);
+    script_reply(&c, "250-mx\r\n250 STARTTLS\r\n");
+    script_reply(&c, "220 go\r\n");
+    c.cmd_len = 0;
+    assert_int_equal(tls_end(&c, false, TLS_REASON_HANDSHAKE_FAILED), SMTPC_ACT_CLOSE);
+    assert_int_equal(c.cmd_len, 0);
+    assert_int_equal(c.outcome, SMTPC_OUTCOME_REFUSED);
+    assert_int_equal(c.verdict.reason, TLS_REASON_HANDSHAKE_FAILED);
+    assert_false(c.plaintext);
+    assert_int_equal(c.state, SMTPC_DONE);
+}
+
+/* Floor mode refuses a verdict below the floor even if it says pass (an opportunistic
+ * context handed to a floor-mode client). */
+static void floor_mode_refuses_opportunistic_pass(void **state)
+{
+    (void)state;
+    struct smtp_client c;
+    start(&c);
+    script_reply(&c, "250-mx\r\n250 STARTTLS\r\n");
+    script_reply(&c, "220 go\r\n");
+    c.cmd_len = 0;
+    struct tls_verdict v;
+    tls_verdict_clear(&v);
+    v.pass = true;
+    v.opportunistic = true;
+    v.reason = TLS_REASON_CERT_EXPIRED;
+    v.ev.problems = 1u << TLS_REASON_CERT_EXPIRED;
+    struct smtpc_event ev = { .kind = SMTPC_EV_TLS_DONE, .verdict = &v };
+    assert_int_equal(smtp_client_step(&c, &ev), SMTPC_ACT_CLOSE);
+    assert_int_equal(c.cmd_len, 0);
+    assert_int_equal(c.outcome, SMTPC_OUTCOME_REFUSED);
+    assert_false(c.verdict.pass);
+    assert_int_equal(c.verdict.reason, TLS_REASON_CERT_EXPIRED);
+
+    /* An opportunistic context's verdict that met the floor is fine in floor mode. */
+    start(&c);
+    script_reply(&c, "250-mx\r\n250 STARTTLS\r\n");
+    script_reply(&c, "220 go\r\n");
+    tls_verdict_clear(&v);
+    v.pass = true;
+    v.opportunistic = true;
+    assert_int_equal(smtp_client_step(&c, &ev), SMTPC_ACT_SEND);
+    cmd_is(&c, "EHLO client.example\r\n");
+}
+
+/* The mode is fixed once the dialogue has started. */
+static void opportunistic_only_before_first_event(void **state)
+{
+    (void)state;
+    struct smtp_client c;
+    start(&c);
+    smtp_client_set_opportunistic(&c, true);
+    assert_false(c.opportunistic);
+    assert_int_equal(script_reply(&c, "250-mx\r\n250 PIPELINING\r\n"), SMTPC_ACT_SEND);
+    cmd_is(&c, "QUIT\r\n");
+    assert_int_equal(c.outcome, SMTPC_OUTCOME_REFUSED);
+    assert_false(c.plaintext);
+
+    /* And can be turned off again before it starts. */
+    assert_int_equal(smtp_client_init(&c, "client.example", "mx"), 0);
+    smtp_client_set_opportunistic(&c, true);
+    smtp_client_set_opportunistic(&c, false);
+    script_event(&c, SMTPC_EV_CONNECTED, 0);
+    script_reply(&c, "220 mx\r\n");
+    script_reply(&c, "250 mx\r\n");
+    assert_int_equal(c.outcome, SMTPC_OUTCOME_REFUSED);
+    assert_int_equal(c.verdict.reason, TLS_REASON_NO_STARTTLS);
+}
+
+/* An EHLO the receiver rejects: no HELO fallback, even opportunistic. */
+static void opportunistic_ehlo_rejected_refuses(void **state)
+{
+    (void)state;
+    struct smtp_client c;
+    start_opportunistic(&c, SMTPC_MODE_DELIVER);
+    assert_int_equal(script_reply(&c, "502 5.5.1 no EHLO here\r\n"), SMTPC_ACT_SEND);
+    cmd_is(&c, "QUIT\r\n");
+    assert_int_equal(c.outcome, SMTPC_OUTCOME_REFUSED);
+    assert_int_equal(c.verdict.reason, TLS_REASON_NO_STARTTLS);
+    assert_false(c.plaintext);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -206,6 +421,14 @@ int main(void)
         cmocka_unit_test(io_errors_record_state),
         cmocka_unit_test(unexpected_events),
         cmocka_unit_test(bad_helo_names),
+        cmocka_unit_test(opportunistic_no_starttls_probe_is_plaintext),
+        cmocka_unit_test(opportunistic_no_starttls_delivers_in_plaintext),
+        cmocka_unit_test(opportunistic_starttls_offered_uses_tls),
+        cmocka_unit_test(opportunistic_starttls_refused_never_plaintext),
+        cmocka_unit_test(opportunistic_handshake_failure_closes),
+        cmocka_unit_test(floor_mode_refuses_opportunistic_pass),
+        cmocka_unit_test(opportunistic_only_before_first_event),
+        cmocka_unit_test(opportunistic_ehlo_rejected_refuses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
