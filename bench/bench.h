@@ -38,6 +38,10 @@ void bench_resume(struct bench_state *st);
 void bench_set_items(struct bench_state *st, int64_t items);
 void bench_set_bytes(struct bench_state *st, int64_t bytes);
 
+/* Reports a named figure of the run as it is (no rate): handshakes, CPU per message.
+ * name is borrowed for the call. */
+void bench_set_counter(struct bench_state *st, const char *name, double value);
+
 /* Stops the benchmark with an error message (borrowed) shown in the table. */
 void bench_fail(struct bench_state *st, const char *msg);
 

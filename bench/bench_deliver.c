@@ -370,7 +370,9 @@ static void bench_deliver_one_domain(struct bench_state *st)
         snprintf(dir, sizeof(dir), "%.1000s/deliver-spool-%u", r->parent, r->spools++);
         struct queue_spool *spool = NULL;
         struct eng_worker *w = NULL;
-        struct queue_spool_config scfg = { .dir = dir, .min_free_bytes = 1 };
+        struct queue_spool_config scfg = { .dir = dir,
+                                           .min_free_bytes = 1,
+                                           .sync_fs = getenv("FLOORMTA_BENCH_SYNCFS") != NULL };
         if (queue_spool_open(&scfg, &spool) != 0) {
             err = "queue_spool_open failed";
             bench_resume(st);

@@ -75,6 +75,11 @@ extern "C" void bench_set_bytes(bench_state *st, int64_t bytes)
     as_state(st).SetBytesProcessed(bytes);
 }
 
+extern "C" void bench_set_counter(bench_state *st, const char *name, double value)
+{
+    as_state(st).counters[name] = benchmark::Counter(value);
+}
+
 extern "C" void bench_fail(bench_state *st, const char *msg)
 {
     as_state(st).SkipWithError(msg);

@@ -47,6 +47,7 @@ struct pool_host {
     char name[POOL_NAME_MAX + 1];
     uint16_t port;
     unsigned source;
+    const struct tls_ctx *tls;
     unsigned nconns; /* any state, closing included */
     unsigned nidle;
     struct eng_conn *idle; /* LIFO through idle_next / idle_prev */
@@ -108,12 +109,13 @@ static uint64_t key_hash(const struct eng_connpool_key *k)
     for (const char *p = k->host; *p; p++)
         h = (h ^ (uint8_t)lower(*p)) * 1099511628211ull;
     h = (h ^ k->port) * 1099511628211ull;
+    h = (h ^ (uint64_t)(uintptr_t)k->tls) * 1099511628211ull;
     return (h ^ k->source) * 1099511628211ull;
 }
 
 static bool key_equal(const struct pool_host *h, uint64_t hash, const struct eng_connpool_key *k)
 {
-    if (h->hash != hash || h->port != k->port || h->source != k->source)
+    if (h->hash != hash || h->port != k->port || h->source != k->source || h->tls != k->tls)
         return false;
     const char *a = h->name, *b = k->host;
     for (; *a && *b; a++, b++)
@@ -143,6 +145,7 @@ static struct pool_host *host_get(struct eng_connpool *p, const struct eng_connp
     memcpy(h->name, k->host, strlen(k->host) + 1);
     h->port = k->port;
     h->source = k->source;
+    h->tls = k->tls;
     struct pool_host **b = &p->buckets[h->hash & (POOL_BUCKETS - 1)];
     h->hnext = *b;
     *b = h;

@@ -58,7 +58,9 @@ struct eng_connpool_config {
 struct eng_connpool_key {
     const char *host; /* the MX host name (the name the certificate was checked for) */
     uint16_t port;
-    unsigned source; /* index of the egress source address; 0 when there is one */
+    unsigned source;           /* index of the egress source address; 0 when there is one */
+    const struct tls_ctx *tls; /* the context (policy) the connection was judged with: a
+                                * connection is only lent under the same one */
 };
 
 /* The owner of a leased connection. All called from the loop; c is valid until done

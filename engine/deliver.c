@@ -89,7 +89,7 @@ static void refusal_text(const struct tls_verdict *v, char *buf, size_t cap)
 
 static void record_verdict(struct eng_deliver *d, const struct tls_verdict *v)
 {
-    if (!d->cfg.capcache)
+    if (!d->use_capcache)
         return;
     int rc = eng_capcache_record(d->cfg.capcache, d->cur_host, d->cfg.port, v, time(NULL));
     if (rc < 0)
@@ -107,6 +107,7 @@ static void finish_on_conn(struct eng_deliver *d, struct eng_conn *c)
     }
     const struct smtp_client *sm = eng_conn_client(c);
     d->rep.verdict = sm->verdict;
+    d->rep.plaintext = sm->plaintext;
     d->rep.reused = d->reused;
     snprintf(d->rep.smtp_reply, sizeof(d->rep.smtp_reply), "%s", sm->last_reply);
     eng_connpool_release(c, true);
@@ -197,6 +198,7 @@ static void on_done(void *arg, struct eng_conn *c, const struct smtp_client *res
     d->recorded = false; /* the next connection's verdict is its own */
     if (d->txn_ended) {
         d->rep.verdict = res->verdict;
+        d->rep.plaintext = res->plaintext;
         d->rep.reused = d->reused;
         snprintf(d->rep.smtp_reply, sizeof(d->rep.smtp_reply), "%s", res->last_reply);
         attempt_finish(d);
@@ -255,7 +257,7 @@ static socklen_t make_sockaddr(const struct dns_addr *a, uint16_t port, struct s
 /* A host the capability cache blocks: its cached reason, no connection. */
 static bool host_blocked(struct eng_deliver *d, const struct dns_mx_host *h)
 {
-    if (!d->cfg.capcache)
+    if (!d->use_capcache)
         return false;
     struct eng_capcache_entry e;
     if (eng_capcache_check(d->cfg.capcache, h->name, d->cfg.port, time(NULL), &e) !=
@@ -316,7 +318,9 @@ static bool connect_next(struct eng_deliver *d)
 {
     const struct dns_mx_host *h = &d->mx.hosts[d->host];
     const struct dns_addr *a = &h->addrs[d->adr++];
-    struct eng_connpool_key key = { .host = h->name, .port = d->cfg.port, .source = d->source };
+    struct eng_connpool_key key = {
+        .host = h->name, .port = d->cfg.port, .source = d->source, .tls = d->tls
+    };
     struct sockaddr_storage ss;
     socklen_t sslen = make_sockaddr(a, d->cfg.port, &ss);
     char addr[64], ip[INET6_ADDRSTRLEN], remote[DNS_NAME_MAX + 80];
@@ -326,7 +330,8 @@ static bool connect_next(struct eng_deliver *d)
     set_current(d, h->name, addr, remote);
     unsigned src = pick_source(d, ss.ss_family);
     struct smtp_session_config scfg = {
-        .tls = d->cfg.tls,
+        .tls = d->tls,
+        .opportunistic = d->pol && d->pol->mode == ENG_POLICY_OPPORTUNISTIC,
         .tls_cache = d->cfg.tls_cache,
         .mx_name = h->name,
         .helo_name = d->cfg.helo_name,
@@ -389,7 +394,9 @@ static void try_next(struct eng_deliver *d)
         /* Every address of a host shares its key: the source of its first address's
          * family (a host's pooled connections are all to its name). */
         d->source = pick_source(d, h->addrs[d->adr].family == AF_INET6 ? AF_INET6 : AF_INET);
-        struct eng_connpool_key key = { .host = h->name, .port = d->cfg.port, .source = d->source };
+        struct eng_connpool_key key = {
+            .host = h->name, .port = d->cfg.port, .source = d->source, .tls = d->tls
+        };
         struct eng_conn *c = NULL;
         d->wait.ops = &conn_ops;
         d->wait.arg = d;
@@ -416,7 +423,14 @@ static void try_next(struct eng_deliver *d)
     if (!d->cand_set)
         eng_deliver_result_set(&d->cand, QUEUE_RESULT_NETWORK, 451, "4.4.1", "",
                                "no MX host could be tried");
-    eng_deliver_apply_all(d, QUEUE_RCPT_DEFERRED, &d->cand);
+    if (d->pol && d->pol->bounce_on_refusal && d->cand.kind == QUEUE_RESULT_TLS) {
+        /* The operator chose a bounce over waiting for the receiver to fix its TLS. */
+        d->cand.code = 550;
+        d->cand.enhanced[0] = '5';
+        eng_deliver_apply_all(d, QUEUE_RCPT_BOUNCED, &d->cand);
+    } else {
+        eng_deliver_apply_all(d, QUEUE_RCPT_DEFERRED, &d->cand);
+    }
     d->cur_host[0] = d->cur_addr[0] = '\0';
     attempt_finish(d);
 }
@@ -523,6 +537,19 @@ int eng_deliver_start(const struct eng_deliver_config *cfg, const struct queue_e
     d->done = done;
     d->arg = arg;
     d->t_start = eng_deliver_now_ms();
+    d->tls = cfg->tls;
+    d->use_capcache = cfg->capcache != NULL;
+    if (cfg->policy) {
+        d->pol = eng_policy_lookup(cfg->policy, env->domain);
+        const struct eng_policy *def = eng_policy_lookup(cfg->policy, NULL);
+        if (!d->pol || !def) {
+            free(d);
+            return -EINVAL; /* a table that was not built */
+        }
+        d->tls = d->pol->tls;
+        d->use_capcache =
+                cfg->capcache && d->pol->tls == def->tls && d->pol->mode == ENG_POLICY_FLOOR;
+    }
     d->env = queue_envelope_dup(env);
     int rc = d->env ? attempt_txn_setup(d) : -ENOMEM;
     if (rc == 0)

@@ -19,6 +19,11 @@
  *   - a reused connection that turns out dead before the receiver answered MAIL (it
  *     closed while idle and we had not noticed yet) took nothing: the same host is
  *     tried again on another connection (twice at most).
+ * The domain's policy (policy.h) picks the TLS context and the mode: the floor by
+ * default; a higher floor or a pinned CA; or, only where the operator wrote it,
+ * `opportunistic` (TLS of any quality if offered, plaintext if not: the report and the
+ * log line say so). With `on_refusal = bounce`, an attempt whose every host refused
+ * the floor bounces (5.7.x) instead of deferring.
  * DNS answers decide without a connection: a null MX bounces (556 5.1.10), NXDOMAIN or
  * no address bounces (550 5.1.2), a temporary failure defers (451 4.4.3). When no host
  * took a transaction, every recipient not yet final is deferred with the most specific
@@ -44,13 +49,21 @@
 #include "engine/connpool.h"
 #include "engine/dns_loop.h"
 #include "engine/loop.h"
+#include "engine/policy.h"
 #include "queue/queue.h"
 #include "tls/tls.h"
 
 struct eng_deliver_config {
     struct eng_loop *loop;
     struct eng_dns *dns;
-    struct tls_ctx *tls;                    /* client context with the floor */
+    struct tls_ctx *tls; /* client context with the floor, for every domain when policy
+                          * is NULL */
+    const struct eng_policy_table *policy;  /* per-domain policy (built); may be NULL. The
+                                             * capability cache serves domains whose policy
+                                             * judges like the default one (same context,
+                                             * floor mode) only: a 1.3-only or pinned-CA
+                                             * domain's refusal says nothing about the
+                                             * others, and opportunistic ones refuse less */
     struct tls_cache *tls_cache;            /* may be NULL */
     struct eng_capcache *capcache;          /* may be NULL: no skipping, nothing recorded */
     struct eng_connpool *pool;              /* may be NULL: a new connection per attempt, closed
@@ -104,6 +117,12 @@ struct eng_deliver_report {
                                  * NONE if none: behind a deferral, or a host skipped before
                                  * the one that took the message */
     bool reused;                /* the delivering connection was an idle one reused */
+    const char *policy;         /* the domain's policy: its pattern, or "default" (static
+                                 * or the table's) */
+    enum eng_policy_mode mode;  /* ... and its mode */
+    bool plaintext;             /* delivered without TLS (opportunistic policy only) */
+    bool floor_met;             /* the delivering connection met the floor (false for an
+                                 * opportunistic delivery below it, or in plaintext) */
     unsigned connections;       /* connections opened */
     unsigned skipped_cached;    /* MX hosts skipped on a cached refusal */
     uint64_t dns_ms;            /* the MX lookup */

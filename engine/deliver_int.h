@@ -31,6 +31,11 @@ struct eng_deliver {
     bool txn_ended; /* a host took (and ended) the transaction */
     bool stop;      /* the message itself cannot be sent: try no further host */
 
+    /* The domain's policy. */
+    const struct eng_policy *pol; /* NULL without a policy table */
+    struct tls_ctx *tls;          /* the context to connect with */
+    bool use_capcache;            /* the capability cache speaks for this policy */
+
     /* The pool: our request (granted later when we had to wait), the lease. */
     struct eng_connpool_wait wait;
     unsigned source; /* index into cfg.sources */

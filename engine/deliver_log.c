@@ -137,8 +137,14 @@ static char *json_line(const struct eng_deliver *d, const struct eng_deliver_rep
     json_object_set_new(o, "mx", json_str_or_null(rep->mx_host));
     json_object_set_new(o, "address", json_str_or_null(rep->address));
     json_object_set_new(o, "smtp_reply", json_str_or_null(rep->smtp_reply));
-    json_object_set_new(o, "tls", rep->transacted ? json_tls(rep) : json_null());
-    const char *verdict = rep->transacted ? "pass" : d->cand_tls ? "refuse" : NULL;
+    json_object_set_new(o, "policy", json_string(rep->policy));
+    json_object_set_new(o, "mode", json_string(eng_policy_mode_name(rep->mode)));
+    json_object_set_new(o, "tls", rep->transacted && !rep->plaintext ? json_tls(rep) : json_null());
+    /* "opportunistic": delivered under that policy without meeting the floor (TLS below
+     * it, or plaintext): the reason then says what the floor would have refused. */
+    const char *verdict = rep->transacted ? (rep->floor_met ? "pass" : "opportunistic")
+                          : d->cand_tls   ? "refuse"
+                                          : NULL;
     json_object_set_new(o, "verdict", json_str_or_null(verdict));
     /* The delivering connection's reason (none) when a host took the message; else the
      * refusal behind the deferral. */
@@ -148,6 +154,9 @@ static char *json_line(const struct eng_deliver *d, const struct eng_deliver_rep
                         rep->transacted && rep->refusal != TLS_REASON_NONE
                                 ? json_string(tls_reason_name(rep->refusal))
                                 : json_null());
+    json_object_set_new(o, "transport",
+                        rep->transacted ? json_string(rep->plaintext ? "plaintext" : "tls")
+                                        : json_null());
     json_object_set_new(o, "connection",
                         rep->transacted ? json_string(rep->reused ? "reused" : "new")
                                         : json_null());
@@ -172,11 +181,14 @@ void eng_deliver_report_run(struct eng_deliver *d)
     uint64_t now = eng_deliver_now_ms();
     rep->env = d->env;
     rep->transacted = d->txn_ended;
+    rep->policy = d->pol ? d->pol->name : "default";
+    rep->mode = d->pol ? d->pol->mode : ENG_POLICY_FLOOR;
     rep->refusal = d->refusal;
     if (d->txn_ended) {
         snprintf(rep->mx_host, sizeof(rep->mx_host), "%s", d->cur_host);
         snprintf(rep->address, sizeof(rep->address), "%s", d->cur_addr);
         rep->connect_ms = d->t_ready - d->t_conn;
+        rep->floor_met = tls_verdict_meets_floor(&rep->verdict);
         rep->txn_ms = d->t_txn_end - d->t_txn;
     } else {
         memset(&rep->verdict, 0, sizeof(rep->verdict));

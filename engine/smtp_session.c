@@ -110,9 +110,10 @@ static void log_decision(const struct smtp_session *s)
         return;
     }
     eng_log(ENG_LOG_INFO,
-            "tls-floor peer=%s result=%s reason=%s version=%s cipher=%s resumed=%d "
+            "tls-floor peer=%s result=%s policy=%s%s reason=%s version=%s cipher=%s resumed=%d "
             "subject=\"%s\" issuer=\"%s\" not_after=%lld sha256=%s detail=\"%s\"",
-            c->peer, smtpc_outcome_name(c->outcome), tls_reason_name(c->verdict.reason),
+            c->peer, smtpc_outcome_name(c->outcome), c->opportunistic ? "opportunistic" : "floor",
+            c->plaintext ? " transport=plaintext" : "", tls_reason_name(c->verdict.reason),
             ev->version ? tls_version_name(ev->version) : "-", ev->cipher[0] ? ev->cipher : "-",
             ev->resumed, ev->subject, ev->issuer, (long long)ev->not_after, fp[0] ? fp : "-",
             ev->detail);
@@ -647,6 +648,8 @@ static int session_start(struct eng_loop *loop, const struct smtp_session_config
     snprintf(peer, sizeof(peer), "%s[%s]", s->mx_name, eng_addr_format(addr, where, sizeof(where)));
     if (rc == 0)
         rc = smtp_client_init_mode(&s->sm, mode, s->helo_name, peer);
+    if (rc == 0 && cfg->opportunistic)
+        smtp_client_set_opportunistic(&s->sm, true);
     if (rc < 0) {
         free(s);
         return rc;

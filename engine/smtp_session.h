@@ -45,6 +45,10 @@ struct smtp_session_config {
                                     * (RFC 5321 4.5.3.2.6 suggests 10 minutes) */
     unsigned idle_timeout_ms;      /* delivery: READY without a decision from the owner
                                     * this long means QUIT; 0 = reply_timeout_ms */
+    bool opportunistic;            /* the domain's policy is `opportunistic`
+                                    * (smtp_client_set_opportunistic): plaintext when
+                                    * STARTTLS is not offered, TLS of any quality when it
+                                    * is; tls must then be an opportunistic context */
     const struct sockaddr *source; /* egress: the local address to bind to (port 0) before
                                     * connecting; NULL = the kernel's choice. Copied. */
     socklen_t source_len;

@@ -177,6 +177,9 @@ struct queue_spool_config {
                                 * already accepted still fit; 0 = 64 MiB */
     unsigned batch_max;        /* most requests one group commit takes; 0 = 256 */
     bool no_group_commit;      /* true: one sync round per request (for measuring) */
+    bool sync_fs;              /* true: one syncfs(2) per round instead of an fdatasync per
+                                * file: much faster, but it flushes the whole filesystem,
+                                * so only for a spool on a filesystem of its own */
     /* Where the spool reports what it did to files on its own (quarantine, removal
      * of leftovers, write errors): one line each. NULL = nowhere. Called from the
      * recovering thread or the committer thread. */

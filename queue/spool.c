@@ -170,6 +170,7 @@ int queue_spool_open(const struct queue_spool_config *cfg, struct queue_spool **
     sp->min_free_bytes = cfg->min_free_bytes ? cfg->min_free_bytes : DEFAULT_MIN_FREE;
     sp->batch_max = cfg->batch_max ? cfg->batch_max : DEFAULT_BATCH;
     sp->no_group_commit = cfg->no_group_commit;
+    sp->use_syncfs = cfg->sync_fs;
     sp->log = cfg->log;
     sp->log_arg = cfg->log_arg;
 
