@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,12 +210,19 @@ int eng_group_start(struct eng_group *g)
     for (unsigned i = 0; i < g->n; i++)
         eng_log(ENG_LOG_INFO, "group: worker=%u recovered=%llu", i, (unsigned long long)per[i]);
     free(per);
+    /* The workers start with every signal blocked (a new thread inherits the mask):
+     * process-directed signals (SIGTERM, SIGHUP, SIGINT) then go to the control
+     * thread, which decides what they mean, and never land in a worker's loop. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     for (unsigned i = 0; i < g->n && rc == 0; i++) {
         struct grp_worker *gw = &g->workers[i];
         rc = -pthread_create(&gw->thread, NULL, eng_group_worker_main, gw);
         if (rc == 0)
             gw->thread_started = true;
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     for (unsigned i = 0; i < g->n; i++) {
         struct grp_worker *gw = &g->workers[i];
         if (!gw->thread_started)

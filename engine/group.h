@@ -62,6 +62,24 @@ struct eng_group_config {
     struct eng_worker_config worker;
 };
 
+/* Where a worker thread is (eng_group_worker_stats.state). */
+#define ENG_GROUP_WORKER_STATES(X)                                                        \
+    X(ENG_GROUP_W_IDLE, "idle")         /* its thread has not run yet */                  \
+    X(ENG_GROUP_W_BUILDING, "building") /* building its objects, loading the caches */    \
+    X(ENG_GROUP_W_RUNNING, "running")   /* its loop runs */                               \
+    X(ENG_GROUP_W_DRAINING, "draining") /* stopping: running attempts finish */           \
+    X(ENG_GROUP_W_STOPPED, "stopped")   /* state persisted, cache saved, objects freed */ \
+    X(ENG_GROUP_W_FAILED, "failed")     /* could not start */
+
+enum eng_group_worker_state {
+#define ENG_GROUP_W_ENUM(name, str) name,
+    ENG_GROUP_WORKER_STATES(ENG_GROUP_W_ENUM)
+#undef ENG_GROUP_W_ENUM
+};
+
+/* Static string; "invalid" for an out-of-range value. */
+const char *eng_group_worker_state_name(enum eng_group_worker_state s);
+
 /* One worker's figures, as last published by its thread (after each loop iteration). */
 struct eng_group_worker_stats {
     struct eng_worker_stats w;
@@ -70,7 +88,7 @@ struct eng_group_worker_stats {
     uint64_t capcache_blocks; /* checks that skipped a host on a cached refusal */
     uint64_t capcache_loaded; /* entries loaded from the capcache.* files at start */
     uint64_t capcache_saves;  /* saves of this worker's file that succeeded */
-    uint64_t running_thread;  /* 1 while the thread runs its loop */
+    uint64_t state;           /* enum eng_group_worker_state */
 };
 
 struct eng_group_stats {

@@ -44,11 +44,35 @@ struct grp_thread {
     eng_handle_t h_inbox; /* poll on the inbox's eventfd */
     eng_handle_t h_save;  /* the capability cache's save timer */
     bool inbox_released, save_released;
-    struct eng_group_worker_stats st; /* what is not in the worker's own stats */
+    struct eng_group_worker_stats st; /* what is not in the worker's own stats; st.state
+                                       * is written by thread_set only */
     char cap_path[PATH_MAX];          /* "" = not persisted */
 };
 
-/* ---- stats -------------------------------------------------------------------------- */
+/* ---- state and stats ------------------------------------------------------------------ */
+
+static const char *const state_names[] = {
+#define ENG_GROUP_W_NAME(name, str) str,
+    ENG_GROUP_WORKER_STATES(ENG_GROUP_W_NAME)
+#undef ENG_GROUP_W_NAME
+};
+
+const char *eng_group_worker_state_name(enum eng_group_worker_state s)
+{
+    return (unsigned)s < sizeof(state_names) / sizeof(state_names[0]) ? state_names[s] : "invalid";
+}
+
+static void publish(struct grp_thread *t);
+
+/* Sets the thread's state (the only writer), logs the transition and publishes it. */
+static void thread_set(struct grp_thread *t, enum eng_group_worker_state s)
+{
+    eng_log(ENG_LOG_INFO, "group: worker=%u %s -> %s", t->gw->index,
+            eng_group_worker_state_name((enum eng_group_worker_state)t->st.state),
+            eng_group_worker_state_name(s));
+    t->st.state = s;
+    publish(t);
+}
 
 /* The seqlock's writer: an odd sequence while the words change. */
 static void publish(struct grp_thread *t)
@@ -309,6 +333,7 @@ void *eng_group_worker_main(void *arg)
     struct grp_thread t = { .gw = gw, .inbox_released = true, .save_released = true };
     if (gw->g->spool_dir)
         snprintf(t.cap_path, sizeof(t.cap_path), "%s/capcache.%u", gw->g->spool_dir, gw->index);
+    thread_set(&t, ENG_GROUP_W_BUILDING);
     int rc = res_build(&t);
     if (rc == 0)
         rc = handles_open(&t);
@@ -318,12 +343,12 @@ void *eng_group_worker_main(void *arg)
         if (t.r.loop)
             handles_close(&t);
         res_free(&t);
+        thread_set(&t, ENG_GROUP_W_FAILED);
         sem_post(&gw->ready);
         return NULL;
     }
-    t.st.running_thread = 1;
     inbox_drain(&t); /* the recovered messages */
-    publish(&t);
+    thread_set(&t, ENG_GROUP_W_RUNNING);
     sem_post(&gw->ready);
 
     while (!atomic_load(&gw->stop)) {
@@ -337,12 +362,13 @@ void *eng_group_worker_main(void *arg)
     }
     /* Requests accepted before the stop are made durable; the inbox stays watched
      * while the running attempts finish (hand-offs from other workers). */
+    thread_set(&t, ENG_GROUP_W_DRAINING);
     inbox_drain(&t);
     eng_worker_stop(t.r.worker);
     cap_save(&t);
-    t.st.running_thread = 0;
-    publish(&t);
+    publish(&t); /* the final figures, before the objects go */
     handles_close(&t);
     res_free(&t);
+    thread_set(&t, ENG_GROUP_W_STOPPED);
     return NULL;
 }

@@ -358,7 +358,7 @@ static void test_enqueue_foreign_thread(void **state)
         assert_int_equal(ws.w.deferred, per[i]);
         assert_int_equal(ws.w.handed, 0);
         assert_int_equal(ws.w.errors, 0);
-        assert_int_equal(ws.running_thread, 1);
+        assert_int_equal(ws.state, ENG_GROUP_W_RUNNING);
     }
     assert_int_equal(eng_group_worker_stats(g, 2, &(struct eng_group_worker_stats){ 0 }), -EINVAL);
     eng_group_stop_and_free(g);
@@ -408,6 +408,7 @@ static void test_capcache_files(void **state)
 
     struct eng_group_config cfg = base_config(sp, dir, 2);
     cfg.dns = (struct dns_config){ .servers = "127.0.0.1:9", .timeout_ms = 200, .tries = 1 };
+    cfg.capcache_save_s = 1;
     struct eng_group *g;
     assert_int_equal(eng_group_new(&cfg, &g), 0);
     assert_int_equal(eng_group_start(g), 0);
@@ -417,6 +418,21 @@ static void test_capcache_files(void **state)
         assert_int_equal(eng_group_worker_stats(g, i, &ws), 0);
         assert_int_equal(ws.capcache_loaded, 1);
         assert_int_equal(ws.capcache_entries, 1);
+        assert_int_equal(ws.capcache_saves, 0);
+    }
+    /* The periodic save, from each worker's own loop timer, while the group runs. */
+    uint64_t end = now_ms() + 10000;
+    for (unsigned i = 0; i < 2; i++) {
+        struct eng_group_worker_stats ws;
+        do {
+            usleep(20 * 1000);
+            assert_int_equal(eng_group_worker_stats(g, i, &ws), 0);
+        } while (ws.capcache_saves == 0 && now_ms() < end);
+        assert_true(ws.capcache_saves >= 1);
+        assert_int_equal(ws.state, ENG_GROUP_W_RUNNING);
+        char name[32];
+        snprintf(name, sizeof(name), "capcache.%u", i);
+        assert_true(exists(dir, name));
     }
     eng_group_stop_and_free(g);
     queue_spool_close(sp);
