@@ -352,7 +352,13 @@ void *eng_group_worker_main(void *arg)
     sem_post(&gw->ready);
 
     while (!atomic_load(&gw->stop)) {
-        rc = eng_loop_run_once(t.r.loop, -1);
+        /* Bounded wait, and a poll that could not be armed (a full submission queue)
+         * is armed again here: a lost watch on the inbox delays it, never stalls it. */
+        rc = eng_loop_run_once(t.r.loop, 1000);
+        if (rc >= 0 && !eng_handle_busy(t.r.loop, t.h_inbox, ENG_OP_POLL)) {
+            inbox_arm(&t);
+            inbox_drain(&t);
+        }
         publish(&t);
         if (rc < 0) {
             eng_log(ENG_LOG_ERROR, "group: worker=%u loop failed: %s; stopping", gw->index,
