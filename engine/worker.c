@@ -189,7 +189,13 @@ static void enqueue_done(void *arg, queue_id_t id, int res)
             .is_dsn = env->is_dsn,
         };
         struct queue_entry *e;
-        int rc = queue_sched_add(w->sched, &info, eng_worker_now(), &e);
+        int rc = 0;
+        /* Durable before it is handed over: the owner never writes it again, and a
+         * hand-off lost to a crash or a stop is recovered from the spool. */
+        if (w->cfg.route && w->cfg.route(w->cfg.route_arg, &info))
+            w->stats.handed++;
+        else
+            rc = queue_sched_add(w->sched, &info, eng_worker_now(), &e);
         if (rc != 0) { /* durable all the same: the next start recovers it */
             char hex[QUEUE_ID_HEX];
             eng_log(ENG_LOG_ERROR, "worker: cannot schedule %s: %s", queue_id_format(id, hex),
@@ -305,15 +311,14 @@ int eng_worker_new(const struct eng_worker_config *cfg, struct eng_worker **out)
     return 0;
 }
 
-static int recover_one(void *arg, const struct queue_envelope *env)
+void eng_worker_info_of(const struct queue_envelope *env, struct queue_entry_info *out)
 {
-    struct eng_worker *w = arg;
     unsigned open = 0;
     for (unsigned i = 0; i < env->nrcpts; i++)
         if (env->rcpts[i].state != QUEUE_RCPT_DELIVERED &&
             env->rcpts[i].state != QUEUE_RCPT_BOUNCED)
             open++;
-    struct queue_entry_info info = {
+    *out = (struct queue_entry_info){
         .id = env->id,
         .domain = env->domain,
         .arrival = env->arrival,
@@ -324,6 +329,13 @@ static int recover_one(void *arg, const struct queue_envelope *env)
         .is_dsn = env->is_dsn,
         .delay_warned = env->delay_warned,
     };
+}
+
+static int recover_one(void *arg, const struct queue_envelope *env)
+{
+    struct eng_worker *w = arg;
+    struct queue_entry_info info;
+    eng_worker_info_of(env, &info);
     struct queue_entry *e;
     int rc = queue_sched_add(w->sched, &info, eng_worker_now(), &e);
     if (rc == -EEXIST)
@@ -333,6 +345,22 @@ static int recover_one(void *arg, const struct queue_envelope *env)
     return rc;
 }
 
+int eng_worker_adopt(struct eng_worker *w, const struct queue_entry_info *info, bool recovered)
+{
+    if (!w || !info || !info->domain || !w->started)
+        return -EINVAL;
+    struct queue_entry *e;
+    int rc = queue_sched_add(w->sched, info, eng_worker_now(), &e);
+    if (rc != 0)
+        return rc;
+    if (recovered)
+        w->stats.recovered++;
+    else
+        w->stats.adopted++;
+    eng_worker_pump(w);
+    return 0;
+}
+
 int eng_worker_start(struct eng_worker *w)
 {
     if (!w || w->started || w->sched) /* once only, even after a failed start */
@@ -340,8 +368,9 @@ int eng_worker_start(struct eng_worker *w)
     int rc = queue_sched_new(&w->cfg.retry, &w->sched);
     if (rc != 0)
         return rc;
-    struct queue_recover_stats rs;
-    rc = queue_spool_recover(w->cfg.spool, recover_one, w, &rs);
+    struct queue_recover_stats rs = { 0 };
+    if (!w->cfg.no_recover)
+        rc = queue_spool_recover(w->cfg.spool, recover_one, w, &rs);
     if (rc != 0)
         return rc;
     rc = queue_port_new(w->cfg.spool, &w->port);
@@ -385,7 +414,7 @@ static bool drained(const struct eng_worker *w)
     return true;
 }
 
-void eng_worker_free(struct eng_worker *w)
+void eng_worker_stop(struct eng_worker *w)
 {
     if (!w)
         return;
@@ -395,6 +424,13 @@ void eng_worker_free(struct eng_worker *w)
     while (w->started && !drained(w))
         if (eng_loop_run_once(w->cfg.loop, 100) < 0)
             break;
+}
+
+void eng_worker_free(struct eng_worker *w)
+{
+    if (!w)
+        return;
+    eng_worker_stop(w);
     if (!w->port_released)
         eng_handle_close(w->cfg.loop, w->h_port);
     if (!w->timer_released)

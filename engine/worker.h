@@ -16,12 +16,16 @@
  * DSNs are enqueued durably (and scheduled like any message) before the state that
  * made them is persisted: a crash in between sends a DSN twice, never zero times.
  *
- * Threading: everything runs on the loop's thread (the caller's); the multi-thread pool
- * comes later.
+ * Threading: everything runs on the loop's thread (the caller's). A worker can run alone
+ * (it recovers the spool itself) or as one shard of engine/group.h, which recovers the
+ * spool once (no_recover), hands each message to the worker owning its domain
+ * (eng_worker_adopt) and routes the messages a worker makes durable for a domain it
+ * does not own (route) to their owner.
  */
 #ifndef FLOORMTA_ENGINE_WORKER_H
 #define FLOORMTA_ENGINE_WORKER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +37,12 @@
 #include "tls/tls.h"
 
 struct eng_worker;
+
+/* Where a message this worker made durable (through eng_worker_enqueue, or a DSN) is
+ * scheduled. Returns true when the hook took it: another worker schedules it (info and
+ * its domain are borrowed for the call: copy what is kept); false: this worker
+ * schedules it. Runs on the loop thread, once per durable message. */
+typedef bool (*eng_worker_route_fn)(void *arg, const struct queue_entry_info *info);
 
 struct eng_worker_config {
     struct eng_loop *loop;         /* borrowed; outlives the worker */
@@ -51,6 +61,11 @@ struct eng_worker_config {
     unsigned max_attempts;           /* attempts running at once; 0 = 100 */
     unsigned connect_timeout_ms;     /* as in eng_deliver_config; 0 = its default */
     unsigned reply_timeout_ms;       /* as in eng_deliver_config; 0 = its default */
+    bool no_recover;                 /* true: eng_worker_start leaves the spool alone (its
+                                      * owner recovered it) and messages come in through
+                                      * eng_worker_adopt */
+    eng_worker_route_fn route;       /* NULL: every durable message is scheduled here */
+    void *route_arg;                 /* borrowed; passed to route */
 };
 
 struct eng_worker_stats {
@@ -62,7 +77,9 @@ struct eng_worker_stats {
     uint64_t expired;   /* messages bounced for their age */
     uint64_t removed;   /* finished messages removed from the spool */
     uint64_t dsns;      /* DSNs made durable (FAILED and DELAYED) */
-    uint64_t recovered; /* messages scheduled by eng_worker_start */
+    uint64_t recovered; /* messages scheduled by eng_worker_start, or adopted as recovered */
+    uint64_t adopted;   /* messages made durable elsewhere and adopted (eng_worker_adopt) */
+    uint64_t handed;    /* messages made durable here and taken by the route hook */
     uint64_t errors;    /* spool reads, updates or DSNs that failed (logged) */
     uint64_t running;   /* attempts running now */
 };
@@ -73,10 +90,24 @@ struct eng_worker_stats {
 int eng_worker_new(const struct eng_worker_config *cfg, struct eng_worker **out);
 
 /* Recovers the spool (queue_spool_recover) into a new scheduler, each message at its
- * persisted next attempt; opens the worker's port and watches it; arms the due timer
- * and starts whatever is ready. Call once, on the loop thread, before anything else
- * is submitted to the spool. Returns 0, or what the spool, scheduler or loop returns. */
+ * persisted next attempt — unless cfg.no_recover: then the scheduler starts empty —;
+ * opens the worker's port and watches it; arms the due timer and starts whatever is
+ * ready. Call once, on the loop thread, before anything else is submitted to the
+ * spool (with no_recover: after the owner's one queue_spool_recover). Returns 0, or
+ * what the spool, scheduler or loop returns. */
 int eng_worker_start(struct eng_worker *w);
+
+/* The scheduler's view of a persisted envelope (nrcpts counts the recipients not
+ * final), for eng_worker_adopt. out->domain borrows env->domain. */
+void eng_worker_info_of(const struct queue_envelope *env, struct queue_entry_info *out);
+
+/* Schedules a message that is already durable in the spool (recovered by the owner of
+ * the spool, or made durable by another worker): ready at info->next_attempt. Counted
+ * as recovered or adopted. Allowed after eng_worker_start, also while stopping (it is
+ * then only scheduled: the next start recovers it). info is borrowed for the call.
+ * Returns 0, -EEXIST (already scheduled here: nothing changed), -EINVAL (not started,
+ * NULL), -ENOMEM. Loop thread only. */
+int eng_worker_adopt(struct eng_worker *w, const struct queue_entry_info *info, bool recovered);
 
 /* Called once a message given to eng_worker_enqueue is durable (res 0, id its new id)
  * or failed (res < 0: nothing was queued). From the loop thread. */
@@ -84,8 +115,8 @@ typedef void (*eng_worker_done_fn)(void *arg, queue_id_t id, int res);
 
 /* Enqueues a message through the worker's port (env: as for queue_port_enqueue; its
  * recipients start PENDING; arrival 0 = now) and, once it is durable, schedules it
- * (ready now unless env->next_attempt is later) and calls done. env is copied; content
- * is borrowed until done runs. Returns 0 (done will run, never from inside this
+ * (ready now unless env->next_attempt is later; or hands it to cfg.route) and calls done. env is
+ * copied; content is borrowed until done runs. Returns 0 (done will run, never from inside this
  * call), -EINVAL (not started, closing, NULL arguments), -ENOMEM, or what
  * queue_port_enqueue returns (done will not run then). */
 int eng_worker_enqueue(struct eng_worker *w, const struct queue_envelope *env, const void *content,
@@ -99,9 +130,14 @@ void eng_worker_stats(const struct eng_worker *w, struct eng_worker_stats *out);
 struct queue_sched *eng_worker_sched(struct eng_worker *w);
 
 /* Stops starting attempts, then drives the loop (eng_loop_run_once) until the running
- * attempts and the port's requests have completed (their states persisted), closes the
- * worker's handles and frees it. Call from the loop thread but never from inside a
- * loop callback. NULL is a no-op. */
+ * attempts and the port's requests have completed (their states persisted). Other
+ * handles on the loop keep running meanwhile. Afterwards eng_worker_stats is final
+ * and eng_worker_enqueue refuses (-EINVAL). Idempotent. Call from the loop thread but
+ * never from inside a loop callback. NULL is a no-op. */
+void eng_worker_stop(struct eng_worker *w);
+
+/* eng_worker_stop, then closes the worker's handles and frees it. Same calling rules.
+ * NULL is a no-op. */
 void eng_worker_free(struct eng_worker *w);
 
 #endif /* FLOORMTA_ENGINE_WORKER_H */

@@ -1,0 +1,380 @@
+/*
+ * engine/group_worker.c — one worker thread of the pool: builds its objects (loop,
+ * resolver, TLS session cache, capability cache, worker) on its own thread, runs the
+ * loop until told to stop, processes its inbox, saves its capability cache, and frees
+ * everything on the same thread.
+ *
+ * Why everything is built on the thread itself: the loop's ring is created
+ * SINGLE_ISSUER (only the creating thread may submit), and every object here belongs
+ * to the loop it was made on.
+ */
+#define _GNU_SOURCE /* pthread_setname_np */
+#include "engine/group_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/dns_loop.h"
+#include "engine/log.h"
+#include "engine/loop.h"
+
+#define GRP_DEFAULT_TLS_CACHE 4096
+#define GRP_DEFAULT_SAVE_S    60
+
+/* Everything one worker thread owns. A new per-worker object is one field here, a few
+ * lines in res_build (in dependency order) and one in res_free (in reverse). */
+struct grp_res {
+    struct eng_loop *loop;
+    struct eng_dns *dns;
+    struct tls_cache *tls_cache;
+    struct eng_capcache *capcache;
+    struct eng_worker *worker;
+};
+
+/* The thread's state around its resources. */
+struct grp_thread {
+    struct grp_worker *gw;
+    struct grp_res r;
+    eng_handle_t h_inbox; /* poll on the inbox's eventfd */
+    eng_handle_t h_save;  /* the capability cache's save timer */
+    bool inbox_released, save_released;
+    struct eng_group_worker_stats st; /* what is not in the worker's own stats; st.state
+                                       * is written by thread_set only */
+    char cap_path[PATH_MAX];          /* "" = not persisted */
+};
+
+/* ---- state and stats ------------------------------------------------------------------ */
+
+static const char *const state_names[] = {
+#define ENG_GROUP_W_NAME(name, str) str,
+    ENG_GROUP_WORKER_STATES(ENG_GROUP_W_NAME)
+#undef ENG_GROUP_W_NAME
+};
+
+const char *eng_group_worker_state_name(enum eng_group_worker_state s)
+{
+    return (unsigned)s < sizeof(state_names) / sizeof(state_names[0]) ? state_names[s] : "invalid";
+}
+
+static void publish(struct grp_thread *t);
+
+/* Sets the thread's state (the only writer), logs the transition and publishes it. */
+static void thread_set(struct grp_thread *t, enum eng_group_worker_state s)
+{
+    eng_log(ENG_LOG_INFO, "group: worker=%u %s -> %s", t->gw->index,
+            eng_group_worker_state_name((enum eng_group_worker_state)t->st.state),
+            eng_group_worker_state_name(s));
+    t->st.state = s;
+    publish(t);
+}
+
+/* The seqlock's writer: an odd sequence while the words change. */
+static void publish(struct grp_thread *t)
+{
+    struct grp_worker *gw = t->gw;
+    if (t->r.worker)
+        eng_worker_stats(t->r.worker, &t->st.w);
+    if (t->r.capcache) {
+        struct eng_capcache_stats cs;
+        eng_capcache_stats(t->r.capcache, &cs);
+        t->st.capcache_entries = cs.entries;
+        t->st.capcache_blocks = cs.blocks;
+    }
+    uint64_t words[GRP_STAT_WORDS];
+    memcpy(words, &t->st, sizeof(words));
+    uint64_t s = atomic_load_explicit(&gw->seq, memory_order_relaxed);
+    atomic_store_explicit(&gw->seq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    for (size_t i = 0; i < GRP_STAT_WORDS; i++)
+        atomic_store_explicit(&gw->words[i], words[i], memory_order_relaxed);
+    atomic_store_explicit(&gw->seq, s + 2, memory_order_release);
+}
+
+/* ---- capability cache files ---------------------------------------------------------- */
+
+static bool is_cap_file(const char *name)
+{
+    if (strncmp(name, "capcache.", 9) != 0 || name[9] == '\0')
+        return false;
+    for (const char *p = name + 9; *p; p++)
+        if (*p < '0' || *p > '9')
+            return false;
+    return true;
+}
+
+/* Loads every capcache.<n> file of the spool directory: entries are per MX host, and any
+ * shard may send to any host. A file that cannot be read is logged and skipped. */
+static void cap_load_all(struct grp_thread *t)
+{
+    const char *dir = t->gw->g->spool_dir;
+    DIR *d = opendir(dir);
+    if (!d) {
+        eng_log(ENG_LOG_WARN, "group: worker=%u cannot list %s: %s", t->gw->index, dir,
+                strerror(errno));
+        return;
+    }
+    int64_t now = (int64_t)time(NULL);
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        if (!is_cap_file(de->d_name))
+            continue;
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        struct eng_capcache_load_result res;
+        int rc = eng_capcache_load(t->r.capcache, path, now, NULL, NULL, &res);
+        if (rc != 0)
+            eng_log(ENG_LOG_WARN, "group: worker=%u cannot load %s: %s", t->gw->index, path,
+                    strerror(-rc));
+        else
+            t->st.capcache_loaded += res.loaded;
+    }
+    closedir(d);
+}
+
+static void cap_save(struct grp_thread *t)
+{
+    if (!t->cap_path[0] || !t->r.capcache)
+        return;
+    int rc = eng_capcache_save(t->r.capcache, t->cap_path, (int64_t)time(NULL));
+    if (rc < 0)
+        eng_log(ENG_LOG_ERROR, "group: worker=%u cannot save %s: %s", t->gw->index, t->cap_path,
+                strerror(-rc));
+    else
+        t->st.capcache_saves++;
+}
+
+static unsigned save_interval_ms(const struct grp_thread *t)
+{
+    unsigned s = t->gw->g->cfg.capcache_save_s;
+    return (s ? s : GRP_DEFAULT_SAVE_S) * 1000u;
+}
+
+static void save_complete(void *ctx, const struct eng_completion *comp)
+{
+    struct grp_thread *t = ctx;
+    if (comp->res == -ECANCELED)
+        return;
+    cap_save(t);
+    int rc = eng_op_timer(t->r.loop, t->h_save, save_interval_ms(t));
+    if (rc != 0)
+        eng_log(ENG_LOG_ERROR, "group: worker=%u cannot re-arm the save timer: %s", t->gw->index,
+                eng_strerror(rc));
+}
+
+static void save_release(void *ctx)
+{
+    ((struct grp_thread *)ctx)->save_released = true;
+}
+
+static const struct eng_handle_ops save_ops = { save_complete, save_release };
+
+/* ---- the inbox ------------------------------------------------------------------------ */
+
+static void handle_msg(struct grp_thread *t, struct grp_msg *m)
+{
+    t->st.inbox_handled++;
+    if (m->kind == GRP_MSG_ADOPT) {
+        int rc = eng_worker_adopt(t->r.worker, &m->info, m->recovered);
+        if (rc != 0 && rc != -EEXIST) { /* durable: the next start recovers it */
+            char hex[QUEUE_ID_HEX];
+            eng_log(ENG_LOG_ERROR, "group: worker=%u cannot adopt message=%s: %s", t->gw->index,
+                    queue_id_format(m->info.id, hex), strerror(-rc));
+        }
+        free(m);
+        return;
+    }
+    int rc = eng_worker_enqueue(t->r.worker, m->env, m->content, m->len, m->done, m->arg);
+    if (rc != 0) /* not queued: the caller hears it on this thread */
+        m->done(m->arg, 0, rc == -EINVAL ? QUEUE_ERR_CLOSING : rc);
+    queue_envelope_free(m->env);
+    free(m);
+}
+
+static void inbox_drain(struct grp_thread *t)
+{
+    eng_group_inbox_ack(&t->gw->inbox);
+    for (struct eng_group_node *n; (n = eng_group_inbox_pop(&t->gw->inbox)) != NULL;)
+        handle_msg(t, (struct grp_msg *)n);
+}
+
+static void inbox_arm(struct grp_thread *t)
+{
+    int rc = eng_op_poll(t->r.loop, t->h_inbox, POLLIN, 0);
+    if (rc != 0 && rc != -EBUSY)
+        eng_log(ENG_LOG_ERROR, "group: worker=%u cannot watch its inbox: %s", t->gw->index,
+                eng_strerror(rc));
+}
+
+static void inbox_complete(void *ctx, const struct eng_completion *comp)
+{
+    struct grp_thread *t = ctx;
+    if (comp->res == -ECANCELED)
+        return;
+    inbox_arm(t); /* before draining: a push during the drain wakes the new poll */
+    inbox_drain(t);
+}
+
+static void inbox_release(void *ctx)
+{
+    ((struct grp_thread *)ctx)->inbox_released = true;
+}
+
+static const struct eng_handle_ops inbox_ops = { inbox_complete, inbox_release };
+
+/* The worker's route hook: a message made durable here for a domain another worker
+ * owns is adopted by that one. Unbounded push: the message is already durable, and a
+ * worker must never wait for another (two full inboxes would deadlock). */
+static bool route(void *arg, const struct queue_entry_info *info)
+{
+    struct grp_thread *t = arg;
+    struct eng_group *g = t->gw->g;
+    unsigned owner = eng_group_shard_of(g, info->domain);
+    if (owner == t->gw->index)
+        return false;
+    struct grp_msg *m = eng_group_msg_adopt(info, false);
+    if (!m) { /* scheduled here instead: delivered all the same, by a foreign shard */
+        eng_log(ENG_LOG_ERROR, "group: worker=%u out of memory handing over a message",
+                t->gw->index);
+        return false;
+    }
+    eng_group_inbox_push(&g->workers[owner].inbox, &m->node, 0);
+    return true;
+}
+
+/* ---- building and freeing ------------------------------------------------------------- */
+
+/* Builds every per-worker object, in dependency order. On failure what was built
+ * stays in t->r for res_free. Returns 0 or the first error. */
+static int res_build(struct grp_thread *t)
+{
+    struct eng_group *g = t->gw->g;
+    int rc = eng_loop_new(NULL, &t->r.loop);
+    if (rc == 0)
+        rc = eng_dns_new(t->r.loop, &g->cfg.dns, &t->r.dns);
+    if (rc == 0)
+        rc = tls_cache_new(g->cfg.tls_cache_entries ? g->cfg.tls_cache_entries
+                                                    : GRP_DEFAULT_TLS_CACHE,
+                           &t->r.tls_cache);
+    if (rc == 0)
+        rc = eng_capcache_new(&g->cfg.capcache, &t->r.capcache);
+    if (rc == 0 && g->spool_dir)
+        cap_load_all(t);
+    if (rc != 0)
+        return rc;
+    struct eng_worker_config wc = g->cfg.worker;
+    wc.loop = t->r.loop;
+    wc.spool = g->cfg.spool;
+    wc.dns = t->r.dns;
+    wc.tls = g->cfg.tls;
+    wc.tls_cache = t->r.tls_cache;
+    wc.capcache = t->r.capcache;
+    wc.no_recover = true; /* eng_group_start recovered the spool once */
+    wc.route = route;
+    wc.route_arg = t;
+    rc = eng_worker_new(&wc, &t->r.worker);
+    if (rc == 0)
+        rc = eng_worker_start(t->r.worker);
+    return rc;
+}
+
+/* Frees what res_build made, in reverse order (the worker drains its attempts first). */
+static void res_free(struct grp_thread *t)
+{
+    eng_worker_free(t->r.worker);
+    t->r.worker = NULL;
+    eng_dns_free(t->r.dns);
+    eng_loop_free(t->r.loop); /* releases the handles still open */
+    tls_cache_free(t->r.tls_cache);
+    eng_capcache_free(t->r.capcache);
+    t->r = (struct grp_res){ 0 };
+}
+
+/* Opens the inbox poll and the save timer. Returns 0 or the loop's error. */
+static int handles_open(struct grp_thread *t)
+{
+    int rc = eng_handle_open(t->r.loop, t->gw->inbox.efd, &inbox_ops, t, &t->h_inbox);
+    if (rc != 0)
+        return rc;
+    t->inbox_released = false;
+    inbox_arm(t);
+    if (!t->cap_path[0])
+        return 0;
+    rc = eng_handle_open(t->r.loop, -1, &save_ops, t, &t->h_save);
+    if (rc != 0)
+        return rc;
+    t->save_released = false;
+    return eng_op_timer(t->r.loop, t->h_save, save_interval_ms(t));
+}
+
+static void handles_close(struct grp_thread *t)
+{
+    if (!t->inbox_released)
+        eng_handle_close(t->r.loop, t->h_inbox);
+    if (!t->save_released)
+        eng_handle_close(t->r.loop, t->h_save);
+    while ((!t->inbox_released || !t->save_released) && eng_loop_run_once(t->r.loop, 100) >= 0)
+        ;
+}
+
+/* ---- the thread ------------------------------------------------------------------------ */
+
+void *eng_group_worker_main(void *arg)
+{
+    struct grp_worker *gw = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "floormta-w%u", gw->index);
+    pthread_setname_np(pthread_self(), name);
+
+    struct grp_thread t = { .gw = gw, .inbox_released = true, .save_released = true };
+    if (gw->g->spool_dir)
+        snprintf(t.cap_path, sizeof(t.cap_path), "%s/capcache.%u", gw->g->spool_dir, gw->index);
+    thread_set(&t, ENG_GROUP_W_BUILDING);
+    int rc = res_build(&t);
+    if (rc == 0)
+        rc = handles_open(&t);
+    gw->start_result = rc;
+    if (rc != 0) {
+        eng_log(ENG_LOG_ERROR, "group: worker=%u did not start: %s", gw->index, eng_strerror(rc));
+        if (t.r.loop)
+            handles_close(&t);
+        res_free(&t);
+        thread_set(&t, ENG_GROUP_W_FAILED);
+        sem_post(&gw->ready);
+        return NULL;
+    }
+    inbox_drain(&t); /* the recovered messages */
+    thread_set(&t, ENG_GROUP_W_RUNNING);
+    sem_post(&gw->ready);
+
+    while (!atomic_load(&gw->stop)) {
+        /* Bounded wait, and a poll that could not be armed (a full submission queue)
+         * is armed again here: a lost watch on the inbox delays it, never stalls it. */
+        rc = eng_loop_run_once(t.r.loop, 1000);
+        if (rc >= 0 && !eng_handle_busy(t.r.loop, t.h_inbox, ENG_OP_POLL)) {
+            inbox_arm(&t);
+            inbox_drain(&t);
+        }
+        publish(&t);
+        if (rc < 0) {
+            eng_log(ENG_LOG_ERROR, "group: worker=%u loop failed: %s; stopping", gw->index,
+                    eng_strerror(rc));
+            break;
+        }
+    }
+    /* Requests accepted before the stop are made durable; the inbox stays watched
+     * while the running attempts finish (hand-offs from other workers). */
+    thread_set(&t, ENG_GROUP_W_DRAINING);
+    inbox_drain(&t);
+    eng_worker_stop(t.r.worker);
+    cap_save(&t);
+    publish(&t); /* the final figures, before the objects go */
+    handles_close(&t);
+    res_free(&t);
+    thread_set(&t, ENG_GROUP_W_STOPPED);
+    return NULL;
+}

@@ -1,0 +1,455 @@
+/*
+ * tests/engine/test_group_live.c — the worker pool (engine/group.h) end to end: a spool
+ * on disk in a scratch folder, a real dnsmasq on 127.0.0.1 and floormta-sink on
+ * loopback addresses, messages injected from the test's own thread (no worker's).
+ *
+ *   d0..d39.floormta.test   MX 10 mx (127.0.0.3, a good receiver)
+ *   s0..s9.floormta.test    MX 10 mx: senders' domains, where DSNs go
+ *   old0..old10.floormta.test  MX 10 mx1 (127.0.0.2, TLS 1.0 only: below the floor)
+ *
+ * The certificate of the "valid" leaf names mx.floormta.test. Exit 77 when io_uring is
+ * unavailable; dnsmasq missing is a failure.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "engine/group.h"
+#include "engine/log.h"
+#include "queue/queue.h"
+#include "tests/dns/dnsmasq_fixture.h"
+#include "tests/engine/sink_fixture.h"
+#include "tls/tls.h"
+
+#define MX_NAME   "mx.floormta.test"
+#define NDOMAINS  40
+#define NSENDERS  10
+#define NOLD      11
+#define TIMEOUT_S 60
+
+static char work[] = "/tmp/floormta-group-live-XXXXXX";
+static struct tls_ctx *tls;
+static struct dnsq Q;
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- a group on a spool ------------------------------------------------------------------- */
+
+struct rig {
+    struct queue_spool *spool;
+    struct eng_group *g;
+    char dir[256];
+};
+
+static void spool_open(struct rig *r)
+{
+    struct queue_spool_config scfg = { .dir = r->dir, .min_free_bytes = 1 };
+    assert_int_equal(queue_spool_open(&scfg, &r->spool), 0);
+}
+
+static void group_open(struct rig *r, unsigned n, uint16_t port,
+                       const struct queue_retry_config *retry)
+{
+    struct eng_group_config cfg = {
+        .spool = r->spool,
+        .spool_dir = r->dir,
+        .nworkers = n,
+        .dns = { .servers = Q.server, .timeout_ms = 1000, .tries = 2 },
+        .tls = tls,
+        .worker = {
+            .helo_name = "client.floormta.test",
+            .reporting_mta = "mta.floormta.test",
+            .port = port,
+            .connect_timeout_ms = 5000,
+            .reply_timeout_ms = 5000,
+        },
+    };
+    if (retry)
+        cfg.worker.retry = *retry;
+    assert_int_equal(eng_group_new(&cfg, &r->g), 0);
+    assert_int_equal(eng_group_start(r->g), 0);
+}
+
+static void rig_open(struct rig *r, const char *name, unsigned n, uint16_t port,
+                     const struct queue_retry_config *retry)
+{
+    memset(r, 0, sizeof(*r));
+    snprintf(r->dir, sizeof(r->dir), "%s/%s", work, name);
+    spool_open(r);
+    group_open(r, n, port, retry);
+}
+
+static void group_close(struct rig *r)
+{
+    eng_group_stop_and_free(r->g);
+    r->g = NULL;
+}
+
+static struct eng_worker_stats total(const struct rig *r)
+{
+    struct eng_group_stats s;
+    eng_group_stats(r->g, &s);
+    return s.total;
+}
+
+static struct eng_group_worker_stats wstats(const struct rig *r, unsigned i)
+{
+    struct eng_group_worker_stats ws;
+    assert_int_equal(eng_group_worker_stats(r->g, i, &ws), 0);
+    return ws;
+}
+
+/* Waits (the workers run on their own threads) until the summed field reaches want. */
+#define WAIT_TOTAL(r, field, want)                                                    \
+    do {                                                                              \
+        uint64_t end_ = now_ms() + TIMEOUT_S * 1000;                                  \
+        while (total(r).field < (want) && now_ms() < end_)                            \
+            usleep(10 * 1000);                                                        \
+        if (total(r).field < (want))                                                  \
+            fail_msg("group stats " #field "=%llu, wanted %llu",                      \
+                     (unsigned long long)total(r).field, (unsigned long long)(want)); \
+    } while (0)
+
+static const char body[] = "From: a@s0.floormta.test\r\nSubject: t\r\n\r\nhello\r\n";
+
+struct queued {
+    atomic_uint done;
+    atomic_int res;
+};
+
+static void on_queued(void *arg, queue_id_t id, int res)
+{
+    struct queued *q = arg;
+    if (id == 0 && res == 0)
+        res = -1000; /* a durable message always has an id */
+    atomic_store(&q->res, res);
+    atomic_fetch_add(&q->done, 1);
+}
+
+/* Enqueues one message from the test's thread (one recipient local@domain, sender
+ * a@sender_domain), retrying on back-pressure. */
+static void enqueue(struct rig *r, const char *domain, const char *local, const char *sender_domain,
+                    struct queued *q)
+{
+    struct queue_envelope *qe = queue_envelope_alloc(1);
+    assert_non_null(qe);
+    snprintf(qe->sender, sizeof(qe->sender), "a@%s", sender_domain);
+    snprintf(qe->domain, sizeof(qe->domain), "%s", domain);
+    snprintf(qe->rcpts[0].addr, sizeof(qe->rcpts[0].addr), "%s@%s", local, domain);
+    int rc;
+    while ((rc = eng_group_enqueue(r->g, qe, body, sizeof(body) - 1, on_queued, q)) == -EAGAIN)
+        usleep(1000);
+    assert_int_equal(rc, 0);
+    queue_envelope_free(qe); /* copied */
+}
+
+static int count_one(void *arg, const struct queue_envelope *env)
+{
+    (void)env;
+    (*(unsigned *)arg)++;
+    return 0;
+}
+
+/* How many unfinished messages a fresh recovery of the rig's spool finds (the group must
+ * be stopped). Leaves the spool open again, recovered. */
+static unsigned spool_count(struct rig *r)
+{
+    queue_spool_close(r->spool);
+    spool_open(r);
+    unsigned n = 0;
+    struct queue_recover_stats rs;
+    assert_int_equal(queue_spool_recover(r->spool, count_one, &n, &rs), 0);
+    return n;
+}
+
+static bool file_exists(const char *dir, const char *name)
+{
+    char p[PATH_MAX];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static void domain_name(char *out, size_t cap, const char *prefix, unsigned i)
+{
+    snprintf(out, cap, "%s%u.floormta.test", prefix, i);
+}
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+#define NMSG 200
+
+/* 200 messages for 40 domains through 3 workers: every message delivered exactly once,
+ * each by the worker owning its domain, the spool empty afterwards. */
+static void test_many_domains(void **state)
+{
+    (void)state;
+    struct sink k;
+    sink_start(&k, work, MX_NAME, "127.0.0.3=tls1.2", NULL);
+    struct rig r;
+    rig_open(&r, "spool-many", 3, k.port, NULL);
+    static struct queued q[NMSG];
+    memset(q, 0, sizeof(q));
+    unsigned per[3] = { 0 }, domains[3] = { 0 };
+    for (unsigned d = 0; d < NDOMAINS; d++) {
+        char dom[64];
+        domain_name(dom, sizeof(dom), "d", d);
+        domains[eng_group_shard_of(r.g, dom)]++;
+    }
+    for (unsigned i = 0; i < NMSG; i++) {
+        char dom[64], local[16];
+        domain_name(dom, sizeof(dom), "d", i % NDOMAINS);
+        snprintf(local, sizeof(local), "r%u", i);
+        per[eng_group_shard_of(r.g, dom)]++;
+        enqueue(&r, dom, local, "s0.floormta.test", &q[i]);
+    }
+    for (unsigned i = 0; i < 3; i++)
+        assert_true(domains[i] > 0); /* the 40 domains really are spread */
+    WAIT_TOTAL(&r, removed, NMSG);
+    struct eng_worker_stats s = total(&r);
+    assert_int_equal(s.enqueued, NMSG);
+    assert_int_equal(s.attempts, NMSG);
+    assert_int_equal(s.delivered, NMSG);
+    assert_int_equal(s.deferred, 0);
+    assert_int_equal(s.bounced, 0);
+    assert_int_equal(s.dsns, 0);
+    assert_int_equal(s.handed, 0);
+    assert_int_equal(s.adopted, 0);
+    assert_int_equal(s.errors, 0);
+    for (unsigned i = 0; i < 3; i++) { /* each message went through its domain's owner */
+        struct eng_group_worker_stats ws = wstats(&r, i);
+        assert_int_equal(ws.w.enqueued, per[i]);
+        assert_int_equal(ws.w.attempts, per[i]);
+        assert_int_equal(ws.w.delivered, per[i]);
+    }
+    for (unsigned i = 0; i < NMSG; i++) {
+        assert_int_equal(atomic_load(&q[i].done), 1);
+        assert_int_equal(atomic_load(&q[i].res), 0);
+    }
+    group_close(&r);
+    assert_int_equal(spool_count(&r), 0);
+    struct sink_counters c;
+    sink_stop(&k, &c);
+    assert_int_equal(c.messages, NMSG);
+    queue_spool_close(r.spool);
+}
+
+/* A recipient rejected with 550 at a domain of one worker, its sender's domain owned by
+ * the other: the FAILED DSN is made durable by the first and handed to the second,
+ * which delivers it, once. */
+static void test_dsn_cross_shard(void **state)
+{
+    (void)state;
+    struct sink k;
+    sink_start(&k, work, MX_NAME, "127.0.0.3=tls1.2", NULL);
+    struct rig r;
+    rig_open(&r, "spool-dsn", 2, k.port, NULL);
+    char rdom[64] = "", sdom[64] = "";
+    for (unsigned d = 0; d < NDOMAINS && !sdom[0]; d++) {
+        domain_name(rdom, sizeof(rdom), "d", d);
+        for (unsigned s = 0; s < NSENDERS && !sdom[0]; s++) {
+            domain_name(sdom, sizeof(sdom), "s", s);
+            if (eng_group_shard_of(r.g, sdom) == eng_group_shard_of(r.g, rdom))
+                sdom[0] = '\0';
+        }
+    }
+    assert_true(sdom[0] != '\0');
+    unsigned rw = eng_group_shard_of(r.g, rdom), sw = eng_group_shard_of(r.g, sdom);
+    assert_true(rw != sw);
+    struct queued q = { 0 };
+    enqueue(&r, rdom, "reject-a", sdom, &q);
+    WAIT_TOTAL(&r, removed, 2);
+    struct eng_group_worker_stats a = wstats(&r, rw), b = wstats(&r, sw);
+    assert_int_equal(a.w.enqueued, 1);
+    assert_int_equal(a.w.bounced, 1);
+    assert_int_equal(a.w.dsns, 1);
+    assert_int_equal(a.w.handed, 1);
+    assert_int_equal(a.w.delivered, 0);
+    assert_int_equal(b.w.adopted, 1);
+    assert_int_equal(b.w.attempts, 1);
+    assert_int_equal(b.w.delivered, 1);
+    assert_int_equal(b.w.dsns, 0);
+    struct eng_worker_stats s = total(&r);
+    assert_int_equal(s.removed, 2);
+    assert_int_equal(s.errors, 0);
+    assert_int_equal(atomic_load(&q.done), 1);
+    group_close(&r);
+    assert_int_equal(spool_count(&r), 0);
+    struct sink_counters c;
+    sink_stop(&k, &c);
+    assert_int_equal(c.messages, 1); /* the DSN, once; the original had no recipient */
+    assert_int_equal(c.refused, 1);
+    queue_spool_close(r.spool);
+}
+
+struct find_ctx {
+    const char *domain;
+    unsigned found;
+    bool deferred_on_floor;
+};
+
+static int find_domain(void *arg, const struct queue_envelope *env)
+{
+    struct find_ctx *f = arg;
+    if (strcmp(env->domain, f->domain) != 0)
+        return 0;
+    f->found++;
+    f->deferred_on_floor = env->rcpts[0].state == QUEUE_RCPT_DEFERRED &&
+                           env->rcpts[0].last.code / 100 == 4 &&
+                           strstr(env->rcpts[0].last.text, "version_below_floor") != NULL &&
+                           strstr(env->rcpts[0].last.text, "cached refusal") != NULL;
+    return 0;
+}
+
+/* Messages deferred on a receiver below the floor survive a restart with another
+ * worker count, each recovered into the worker owning its domain; the capability
+ * cache survives too (a new message for that host is deferred on the cached refusal,
+ * without a connection); capcache files of workers that no longer exist are removed. */
+static void test_restart_reshards(void **state)
+{
+    (void)state;
+    struct queue_retry_config retry = { .first = 3600, .max_age = 86400 };
+    struct sink k;
+    sink_start(&k, work, MX_NAME, "127.0.0.2=tls1.0-only", NULL);
+    struct rig r;
+    rig_open(&r, "spool-restart", 2, k.port, &retry);
+    static struct queued q[NOLD];
+    memset(q, 0, sizeof(q));
+    for (unsigned i = 0; i < NOLD - 1; i++) {
+        char dom[64];
+        domain_name(dom, sizeof(dom), "old", i);
+        enqueue(&r, dom, "a", "s0.floormta.test", &q[i]);
+    }
+    WAIT_TOTAL(&r, deferred, NOLD - 1);
+    assert_int_equal(total(&r).errors, 0);
+    group_close(&r);
+    assert_true(file_exists(r.dir, "capcache.0"));
+    assert_true(file_exists(r.dir, "capcache.1"));
+
+    /* Three workers now (the same sink: cache entries are per host and port): nothing
+     * is due, and the cache blocks the host for a new message. */
+    queue_spool_close(r.spool);
+    spool_open(&r);
+    group_open(&r, 3, k.port, &retry);
+    unsigned per[3] = { 0 };
+    for (unsigned i = 0; i < NOLD - 1; i++) {
+        char dom[64];
+        domain_name(dom, sizeof(dom), "old", i);
+        per[eng_group_shard_of(r.g, dom)]++;
+    }
+    for (unsigned i = 0; i < 3; i++) {
+        struct eng_group_worker_stats ws = wstats(&r, i);
+        assert_int_equal(ws.w.recovered, per[i]);
+        assert_true(ws.capcache_loaded >= 1); /* every worker loads every file */
+    }
+    char dom[64];
+    domain_name(dom, sizeof(dom), "old", NOLD - 1);
+    unsigned owner = eng_group_shard_of(r.g, dom);
+    enqueue(&r, dom, "a", "s0.floormta.test", &q[NOLD - 1]);
+    WAIT_TOTAL(&r, deferred, 1);
+    struct eng_group_worker_stats ws = wstats(&r, owner);
+    assert_int_equal(ws.w.attempts, 1);
+    assert_int_equal(ws.capcache_blocks, 1); /* skipped without a connection */
+    assert_int_equal(total(&r).attempts, 1); /* the recovered ones are not due */
+    group_close(&r);
+    assert_true(file_exists(r.dir, "capcache.2"));
+
+    /* One worker: it recovers all eleven; the files of workers 1 and 2 are gone. */
+    queue_spool_close(r.spool);
+    spool_open(&r);
+    group_open(&r, 1, k.port, &retry);
+    assert_int_equal(wstats(&r, 0).w.recovered, NOLD);
+    assert_true(file_exists(r.dir, "capcache.0"));
+    assert_false(file_exists(r.dir, "capcache.1"));
+    assert_false(file_exists(r.dir, "capcache.2"));
+    group_close(&r);
+
+    queue_spool_close(r.spool);
+    spool_open(&r);
+    struct find_ctx f = { .domain = dom };
+    struct queue_recover_stats rs;
+    assert_int_equal(queue_spool_recover(r.spool, find_domain, &f, &rs), 0);
+    assert_int_equal(rs.messages, NOLD);
+    assert_int_equal(f.found, 1);
+    assert_true(f.deferred_on_floor);
+    queue_spool_close(r.spool);
+    struct sink_counters c;
+    sink_stop(&k, &c);
+    assert_int_equal(c.messages, 0);
+    for (unsigned i = 0; i < NOLD; i++)
+        assert_int_equal(atomic_load(&q[i].done), 1);
+}
+
+/* ---- fixture ------------------------------------------------------------------------------ */
+
+static char zone[8192];
+
+static void zone_build(void)
+{
+    size_t n = (size_t)snprintf(zone, sizeof(zone),
+                                "local-ttl=60\n"
+                                "host-record=mx1.floormta.test,127.0.0.2\n"
+                                "host-record=mx.floormta.test,127.0.0.3\n");
+    for (unsigned i = 0; i < NDOMAINS; i++)
+        n += (size_t)snprintf(zone + n, sizeof(zone) - n,
+                              "mx-host=d%u.floormta.test,mx.floormta.test,10\n", i);
+    for (unsigned i = 0; i < NSENDERS; i++)
+        n += (size_t)snprintf(zone + n, sizeof(zone) - n,
+                              "mx-host=s%u.floormta.test,mx.floormta.test,10\n", i);
+    for (unsigned i = 0; i < NOLD; i++)
+        n += (size_t)snprintf(zone + n, sizeof(zone) - n,
+                              "mx-host=old%u.floormta.test,mx1.floormta.test,10\n", i);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (live_pki_setup(work, MX_NAME, &tls) != 0)
+        return -1;
+    zone_build();
+    if (dnsq_init(&Q) != 0)
+        return -1;
+    Q.quiet = true;
+    if (dnsq_start(&Q, zone) != 0)
+        return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    dnsq_stop(&Q);
+    return live_pki_teardown(work, tls);
+}
+
+int main(void)
+{
+    int rc = live_preflight();
+    if (rc != 0)
+        return rc;
+    srand((unsigned)getpid() ^ (unsigned)time(NULL));
+    eng_log_set_level(getenv("GROUP_LIVE_DEBUG") ? ENG_LOG_DEBUG : ENG_LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_many_domains, sink_teardown),
+        cmocka_unit_test_teardown(test_dsn_cross_shard, sink_teardown),
+        cmocka_unit_test_teardown(test_restart_reshards, sink_teardown),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
