@@ -35,6 +35,7 @@
 
 #include "dns/dns.h"
 #include "engine/capcache.h"
+#include "engine/connpool.h"
 #include "engine/worker.h"
 #include "queue/queue.h"
 #include "tls/tls.h"
@@ -55,10 +56,16 @@ struct eng_group_config {
     struct eng_capcache_config capcache; /* each worker gets its own cache */
     unsigned capcache_save_s;            /* seconds between saves while running; 0 = 60 */
     unsigned inbox_max; /* eng_group_enqueue requests waiting per worker; 0 = 4096 */
+    /* Each worker's connection pool (its loop is set by the group). max_total (0 =
+     * 1000) is the engine's and is shared out evenly; max_per_host is per worker — a
+     * domain lives on one worker, so it is exact for a domain, and an MX host serving
+     * domains of several workers may see up to nworkers times as many connections. */
+    struct eng_connpool_config connpool;
     /* What applies to every worker: retry, helo_name, reporting_mta (copied), port,
-     * max_attempts, timeouts. The per-worker fields (loop, spool, dns, tls, tls_cache,
-     * capcache, no_recover, route, route_arg) are set by the group; values given here
-     * are ignored. */
+     * max_attempts, timeouts, and the shared read-only policy table and egress sources
+     * (borrowed: they must outlive the group). The per-worker fields (loop, spool, dns,
+     * tls, tls_cache, capcache, pool, no_recover, route, route_arg) are set by the
+     * group; values given here are ignored. */
     struct eng_worker_config worker;
 };
 

@@ -24,8 +24,9 @@
 #include "engine/log.h"
 #include "engine/loop.h"
 
-#define GRP_DEFAULT_TLS_CACHE 4096
-#define GRP_DEFAULT_SAVE_S    60
+#define GRP_DEFAULT_TLS_CACHE       4096
+#define GRP_DEFAULT_MAX_CONNECTIONS 1000
+#define GRP_DEFAULT_SAVE_S          60
 
 /* Everything one worker thread owns. A new per-worker object is one field here, a few
  * lines in res_build (in dependency order) and one in res_free (in reverse). */
@@ -34,6 +35,7 @@ struct grp_res {
     struct eng_dns *dns;
     struct tls_cache *tls_cache;
     struct eng_capcache *capcache;
+    struct eng_connpool *pool;
     struct eng_worker *worker;
 };
 
@@ -264,6 +266,14 @@ static int res_build(struct grp_thread *t)
         rc = eng_capcache_new(&g->cfg.capcache, &t->r.capcache);
     if (rc == 0 && g->spool_dir)
         cap_load_all(t);
+    if (rc == 0) {
+        /* The total is the engine's: each worker gets its share. */
+        struct eng_connpool_config pc = g->cfg.connpool;
+        pc.loop = t->r.loop;
+        unsigned total = pc.max_total ? pc.max_total : GRP_DEFAULT_MAX_CONNECTIONS;
+        pc.max_total = total / g->n > 0 ? total / g->n : 1;
+        rc = eng_connpool_new(&pc, &t->r.pool);
+    }
     if (rc != 0)
         return rc;
     struct eng_worker_config wc = g->cfg.worker;
@@ -273,6 +283,7 @@ static int res_build(struct grp_thread *t)
     wc.tls = g->cfg.tls;
     wc.tls_cache = t->r.tls_cache;
     wc.capcache = t->r.capcache;
+    wc.pool = t->r.pool;
     wc.no_recover = true; /* eng_group_start recovered the spool once */
     wc.route = route;
     wc.route_arg = t;
@@ -287,6 +298,7 @@ static void res_free(struct grp_thread *t)
 {
     eng_worker_free(t->r.worker);
     t->r.worker = NULL;
+    eng_connpool_free(t->r.pool); /* QUITs the idle connections */
     eng_dns_free(t->r.dns);
     eng_loop_free(t->r.loop); /* releases the handles still open */
     tls_cache_free(t->r.tls_cache);

@@ -299,6 +299,7 @@ int eng_worker_new(const struct eng_worker_config *cfg, struct eng_worker **out)
         .tls_cache = cfg->tls_cache,
         .capcache = cfg->capcache,
         .pool = cfg->pool,
+        .policy = cfg->policy,
         .sources = cfg->sources,
         .nsources = cfg->nsources,
         .helo_name = w->helo,

@@ -10,9 +10,11 @@
  *   - a message not finished is deferred on the retry clock (queue_sched_defer): a delay
  *     warning enqueues a DELAYED DSN, and past max_age every remaining recipient is
  *     bounced with a LOCAL "expired" result and a FAILED DSN;
- *   - the new state is persisted (queue_port_update) before it is acted on: a finished
- *     message is removed from the spool and the scheduler only once its final state is
- *     durable, and a deferred one is not retried before its state is durable.
+ *   - the outcome is made durable before it is acted on: a deferred message's new state
+ *     is persisted (queue_port_update) before it can be retried; a finished message is
+ *     removed (queue_port_remove: the removal is its durable outcome, one sync round)
+ *     and leaves the scheduler once that is durable — should the removal fail, its
+ *     final state is persisted instead, and the next recovery removes it.
  * DSNs are enqueued durably (and scheduled like any message) before the state that
  * made them is persisted: a crash in between sends a DSN twice, never zero times.
  *
@@ -33,6 +35,7 @@
 #include "engine/connpool.h"
 #include "engine/dns_loop.h"
 #include "engine/loop.h"
+#include "engine/policy.h"
 #include "queue/queue.h"
 #include "tls/tls.h"
 
@@ -52,6 +55,7 @@ struct eng_worker_config {
     struct tls_cache *tls_cache;   /* borrowed; may be NULL */
     struct eng_capcache *capcache; /* borrowed; may be NULL */
     struct eng_connpool *pool;     /* borrowed; on loop; may be NULL (no reuse, no limits) */
+    const struct eng_policy_table *policy;  /* borrowed, built; may be NULL (tls for all) */
     const struct sockaddr_storage *sources; /* egress addresses (eng_deliver_config); borrowed */
     unsigned nsources;
     struct queue_retry_config retry; /* copied; zeros are the scheduler's defaults */
@@ -82,6 +86,15 @@ struct eng_worker_stats {
     uint64_t handed;    /* messages made durable here and taken by the route hook */
     uint64_t errors;    /* spool reads, updates or DSNs that failed (logged) */
     uint64_t running;   /* attempts running now */
+    /* How the attempts that reached a receiver's READY got there (from their reports):
+     * a new connection (a full or a resumed TLS handshake) or a pooled one. */
+    uint64_t conns_new;
+    uint64_t conns_reused;
+    uint64_t tls_full;
+    uint64_t tls_resumed;
+    uint64_t opportunistic; /* attempts that transacted under an opportunistic policy
+                             * without meeting the floor (TLS below it or plaintext) */
+    uint64_t plaintext;     /* ... of which in plaintext */
 };
 
 /* Creates a worker (nothing runs until eng_worker_start). cfg is borrowed for the call

@@ -3,9 +3,10 @@
  *
  * From the report's updated envelope: the scheduler decides (finished, or deferred with
  * a retry, a delay warning or expiry); the DSNs are built and enqueued; once they are
- * durable the new state is persisted; once that is durable it is acted on (a finished
- * message removed, a deferred one left to its timer). An attempt slot walks
- * DELIVERING -> [DSN] -> PERSISTING -> [REMOVING] -> FREE, one state per wait.
+ * durable the new state is persisted and then acted on: a deferred one's state file is
+ * replaced and it is left to its timer; a finished one is removed, and that removal is
+ * its durable outcome (no state file first: one sync round, not two). An attempt slot
+ * walks DELIVERING -> [DSN] -> PERSISTING | REMOVING [-> PERSISTING] -> FREE.
  *
  * Why the DSNs go first: a crash after a durable DSN and before the durable state
  * sends that DSN again after the restart; the other order could lose it.
@@ -198,7 +199,16 @@ static void decide(struct wk_attempt *a)
 void eng_worker_attempt_done(void *arg, const struct eng_deliver_report *rep)
 {
     struct wk_attempt *a = arg;
-    a->w->stats.running--;
+    struct eng_worker_stats *st = &a->w->stats;
+    st->running--;
+    if (rep->transacted) {
+        st->conns_reused += rep->reused;
+        st->conns_new += !rep->reused;
+        st->tls_resumed += !rep->reused && !rep->plaintext && rep->verdict.ev.resumed;
+        st->tls_full += !rep->reused && !rep->plaintext && !rep->verdict.ev.resumed;
+        st->opportunistic += !rep->floor_met;
+        st->plaintext += rep->plaintext;
+    }
     a->upd = queue_envelope_dup(rep->env);
     if (!a->upd) { /* nothing can be persisted: retried later from the spool's state */
         a->w->stats.errors++;
@@ -224,23 +234,63 @@ void eng_worker_attempt_fail(struct wk_attempt *a, int err)
     decide(a); /* not finished: deferred like a failed attempt */
 }
 
+static void persist_done(void *arg, queue_id_t id, int res);
+
+/* The attempt's outcome is durable (by the removal or by the state file): count it. */
+static void count_durable(struct wk_attempt *a)
+{
+    struct eng_worker *w = a->w;
+    char hex[QUEUE_ID_HEX];
+    eng_log(ENG_LOG_INFO, "worker: message=%s %s attempts=%u next=%lld delivered=%u bounced=%u",
+            id_hex(a, hex),
+            a->expired    ? "expired"
+            : a->finished ? "finished"
+                          : "deferred",
+            (unsigned)a->upd->attempts, (long long)a->upd->next_attempt, a->delivered, a->bounced);
+    w->stats.delivered += a->delivered;
+    w->stats.bounced += a->bounced;
+    w->stats.expired += a->expired;
+}
+
 static void remove_done(void *arg, queue_id_t id, int res)
 {
     struct wk_attempt *a = arg;
     struct eng_worker *w = a->w;
     (void)id;
     w->port_pending--;
-    if (res != 0) { /* its final state is durable: the next recovery removes it */
+    if (res != 0) {
+        /* The old state is still on disk: write the final one instead, so that the
+         * next recovery removes the message rather than delivering it again. */
         char hex[QUEUE_ID_HEX];
-        eng_log(ENG_LOG_ERROR, "worker: cannot remove message=%s: %s", id_hex(a, hex),
-                queue_strerror(res));
+        eng_log(ENG_LOG_ERROR, "worker: cannot remove message=%s: %s; persisting its final state",
+                id_hex(a, hex), queue_strerror(res));
         w->stats.errors++;
-    } else {
-        w->stats.removed++;
+        a->remove_failed = true;
+        eng_worker_attempt_set(a, WK_PERSISTING);
+        int rc = queue_port_update(w->port, a->upd, persist_done, a);
+        w->port_pending++;
+        if (rc != 0)
+            persist_done(a, a->upd->id, rc);
+        return;
     }
+    w->stats.removed++;
+    count_durable(a);
     queue_sched_remove(w->sched, a->entry);
     a->entry = NULL;
     eng_worker_attempt_release(a);
+}
+
+/* A finished message needs no state file of its own: its removal is the durable record
+ * of the outcome (one sync round instead of two). Should the removal fail, the final
+ * state is persisted instead (remove_done). */
+static void remove_finished(struct wk_attempt *a)
+{
+    struct eng_worker *w = a->w;
+    eng_worker_attempt_set(a, WK_REMOVING);
+    int rc = queue_port_remove(w->port, a->upd->id, remove_done, a);
+    w->port_pending++;
+    if (rc != 0)
+        remove_done(a, a->upd->id, rc);
 }
 
 static void persisted(struct wk_attempt *a, int res)
@@ -256,26 +306,12 @@ static void persisted(struct wk_attempt *a, int res)
         if (a->finished)
             queue_sched_defer(w->sched, a->entry, eng_worker_now(), NULL);
     } else {
-        char hex[QUEUE_ID_HEX];
-        eng_log(ENG_LOG_INFO, "worker: message=%s %s attempts=%u next=%lld delivered=%u bounced=%u",
-                id_hex(a, hex),
-                a->expired    ? "expired"
-                : a->finished ? "finished"
-                              : "deferred",
-                (unsigned)a->upd->attempts, (long long)a->upd->next_attempt, a->delivered,
-                a->bounced);
-        w->stats.delivered += a->delivered;
-        w->stats.bounced += a->bounced;
-        w->stats.expired += a->expired;
+        count_durable(a);
         if (a->finished) {
-            eng_worker_attempt_set(a, WK_REMOVING);
-            int rc = queue_port_remove(w->port, a->upd->id, remove_done, a);
-            if (rc == 0) {
-                w->port_pending++;
-                return;
-            }
-            w->port_pending++;
-            remove_done(a, a->upd->id, rc);
+            /* Only after a failed removal: the next recovery removes it. */
+            queue_sched_remove(w->sched, a->entry);
+            a->entry = NULL;
+            eng_worker_attempt_release(a);
             return;
         }
         w->stats.deferred++;
@@ -295,6 +331,10 @@ static void persist_done(void *arg, queue_id_t id, int res)
 
 static void persist(struct wk_attempt *a)
 {
+    if (a->finished && !a->remove_failed) {
+        remove_finished(a);
+        return;
+    }
     eng_worker_attempt_set(a, WK_PERSISTING);
     int rc = queue_port_update(a->w->port, a->upd, persist_done, a);
     if (rc == 0)

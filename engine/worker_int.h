@@ -12,12 +12,13 @@
 #include "engine/worker.h"
 
 /* The life of one attempt slot, after its message was read from the spool. */
-#define WK_ATTEMPT_STATES(X)                                                      \
-    X(WK_FREE, "free")             /* on the free list */                         \
-    X(WK_DELIVERING, "delivering") /* eng_deliver_start's done has not run yet */ \
-    X(WK_DSN, "dsn")               /* waiting for its DSNs to be durable */       \
-    X(WK_PERSISTING, "persisting") /* waiting for queue_port_update */            \
-    X(WK_REMOVING, "removing")     /* finished and durable: waiting for the removal */
+#define WK_ATTEMPT_STATES(X)                                                         \
+    X(WK_FREE, "free")             /* on the free list */                            \
+    X(WK_DELIVERING, "delivering") /* eng_deliver_start's done has not run yet */    \
+    X(WK_DSN, "dsn")               /* waiting for its DSNs to be durable */          \
+    X(WK_PERSISTING, "persisting") /* waiting for queue_port_update */               \
+    X(WK_REMOVING, "removing")     /* finished: waiting for the removal (its durable \
+                                    * outcome) */
 
 enum wk_attempt_state {
 #define WK_ATTEMPT_ENUM(name, str) name,
@@ -35,6 +36,7 @@ struct wk_attempt {
     size_t len;
     unsigned dsn_pending; /* DSN enqueues not completed yet */
     bool finished;        /* every recipient final: remove once durable */
+    bool remove_failed;   /* the removal failed: the final state is persisted instead */
     bool expired;
     bool repop;         /* popped again (its time came) while persisting: requeue then */
     unsigned delivered; /* recipients newly delivered / bounced, counted once durable */
