@@ -389,33 +389,42 @@ static int setup(void **state)
         return -1;
     const char *specs[NPROF];
     for (size_t i = 0; i < NPROF; i++) {
-        struct row *r = &rows[i];
-        r->p = &profs[i];
+        /* Built in locals, then copied: gcc's -Wrestrict (at -O0) takes one field of a row
+         * formatted into another for an overlap. */
+        char tag[32], domain[64], mx[64], addr[16], pki[PATH_MAX], spec[PATH_MAX + 64];
         size_t t = 0;
-        for (const char *c = profs[i].name; *c && t + 1 < sizeof(r->tag); c++)
+        for (const char *c = profs[i].name; *c && t + 1 < sizeof(tag); c++)
             if (*c != '.')
-                r->tag[t++] = *c;
-        r->tag[t] = '\0';
-        snprintf(r->domain, sizeof(r->domain), "%s.floormta.test", r->tag);
-        snprintf(r->mx, sizeof(r->mx), "mx-%s.floormta.test", r->tag);
-        snprintf(r->addr, sizeof(r->addr), "127.0.0.%zu", 40 + i);
+                tag[t++] = *c;
+        tag[t] = '\0';
+        snprintf(domain, sizeof(domain), "%s.floormta.test", tag);
+        snprintf(mx, sizeof(mx), "mx-%s.floormta.test", tag);
+        snprintf(addr, sizeof(addr), "127.0.0.%zu", 40 + i);
         zn += (size_t)snprintf(zone + zn, sizeof(zone) - zn,
-                               "mx-host=%s,%s,10\nhost-record=%s,%s\n", r->domain, r->mx, r->mx,
-                               r->addr);
+                               "mx-host=%s,%s,10\nhost-record=%s,%s\n", domain, mx, mx, addr);
+        pki[0] = '\0';
         if (profs[i].cert == NULL) {
-            snprintf(r->spec, sizeof(r->spec), "%s=%s", r->addr, profs[i].name);
+            snprintf(spec, sizeof(spec), "%s=%s", addr, profs[i].name);
         } else {
             /* A PKI for this MX name; its root joins the client's trust store. */
-            snprintf(r->pki, sizeof(r->pki), "%s/pki-%s", work, r->tag);
+            snprintf(pki, sizeof(pki), "%s/pki-%s", work, tag);
             char ca[PATH_MAX + 16];
-            snprintf(ca, sizeof(ca), "%s/ca.crt", r->pki);
-            if (mkdir(r->pki, 0700) != 0 || testpki_generate(r->pki, r->mx) != 0 ||
+            snprintf(ca, sizeof(ca), "%s/ca.crt", pki);
+            if (mkdir(pki, 0700) != 0 || testpki_generate(pki, mx) != 0 ||
                 append_file(rf, ca) != 0) {
                 fclose(rf);
                 return -1;
             }
-            snprintf(r->spec, sizeof(r->spec), "%s=%s@%s", r->addr, profs[i].name, r->pki);
+            snprintf(spec, sizeof(spec), "%s=%s@%s", addr, profs[i].name, pki);
         }
+        struct row *r = &rows[i];
+        r->p = &profs[i];
+        memcpy(r->tag, tag, sizeof(tag));
+        memcpy(r->domain, domain, sizeof(domain));
+        memcpy(r->mx, mx, sizeof(mx));
+        memcpy(r->addr, addr, sizeof(addr));
+        memcpy(r->pki, pki, sizeof(pki));
+        memcpy(r->spec, spec, sizeof(spec));
         specs[i] = r->spec;
     }
     if (fclose(rf) != 0 || zn >= sizeof(zone))
