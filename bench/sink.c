@@ -3,16 +3,28 @@
  * the integration tests (one listener per receiver profile: good TLS, old TLS, bad
  * certificates, STARTTLS refused, stalls, floods) and for the bench suite.
  *
- *   floormta-sink --pki DIR [--name MXNAME] --listen ADDR:PORT=PROFILE [--listen ...]
- *                 [--log-level error|warn|info|debug] [--pidfile FILE]
+ *   floormta-sink --pki DIR [--name MXNAME] --listen ADDR:PORT=PROFILE[@PKIDIR]
+ *                 [--listen ...] [--log-level error|warn|info|debug] [--pidfile FILE]
  *                 [--ready-file FILE]
+ *
+ * A listener takes its certificate from --pki, or from its own PKIDIR (a test PKI made
+ * for another MX name), so one sink can play receivers with different host names.
  *
  * Once every listener is bound it prints "listening ADDR:PORT profile=PROFILE" per
  * listener on stdout (the real port when PORT was 0) and writes the same lines to the
- * ready file (atomically). SIGTERM / SIGINT stop it: the counters are printed as
- * "sink: messages=N bytes=B connections=C tls_handshakes=H rsets=R pipelined=P
- * rcpts_refused=F" and it exits 0. Recipient conventions (tempfail-*, reject-*) are
- * in sink.h.
+ * ready file (atomically). SIGTERM / SIGINT stop it: it prints one line per listener,
+ * "sink: listener ADDR:PORT profile=PROFILE connections=C messages=N", then the totals
+ * as "sink: messages=N bytes=B connections=C tls_handshakes=H rsets=R pipelined=P
+ * rcpts_refused=F rcpts_accepted=A greylisted=G" (new fields are only ever appended)
+ * and exits 0.
+ *
+ * Recipient conventions, by local part (details in sink.h):
+ *   tempfail-once-*  451 4.7.1 the first time the sink sees the address, then 250
+ *                    (greylisting; at most 65536 addresses remembered, past that 451
+ *                    every time);
+ *   tempfail-*       451 4.2.0;
+ *   reject-*         550 5.1.1;
+ *   anything else    250.
  * Bad arguments exit 1 with a message on stderr.
  */
 #include "bench/sink.h"
@@ -58,20 +70,33 @@ void sink_server_replies(struct sink_server *srv)
 
 /* ---- listeners ------------------------------------------------------------------------ */
 
-/* Parses "127.0.0.1:25=none" or "[::1]:0=tls1.3" into lst (profile, addr). Prints the
- * reason and returns -EINVAL on bad input. spec is borrowed. */
+/* Parses "127.0.0.1:25=none", "[::1]:0=tls1.3" or "127.0.0.2:25=valid@/tmp/pki2" into
+ * lst (profile, addr, pki). Prints the reason and returns -EINVAL on bad input. spec is
+ * borrowed, and must outlive lst (lst->pki points into it). */
 static int listen_parse(const char *spec, struct sink_listener *lst)
 {
-    char buf[256];
+    char buf[PATH_MAX + 128];
     if (strlen(spec) >= sizeof(buf))
         goto bad;
     strcpy(buf, spec);
-    char *eq = strrchr(buf, '=');
+    /* The address has no '=': the first one ends it. A PKI directory may hold '=' or
+     * '@'; a profile name holds neither. */
+    char *eq = strchr(buf, '=');
     if (eq == NULL) {
         fprintf(stderr, "floormta-sink: --listen %s: expected ADDR:PORT=PROFILE\n", spec);
         return -EINVAL;
     }
     *eq = '\0';
+    char *at = strchr(eq + 1, '@');
+    lst->pki = NULL;
+    if (at != NULL) {
+        *at = '\0';
+        lst->pki = spec + (at + 1 - buf);
+        if (*lst->pki == '\0') {
+            fprintf(stderr, "floormta-sink: --listen %s: empty PKI directory after '@'\n", spec);
+            return -EINVAL;
+        }
+    }
     lst->profile = sink_profile_find(eq + 1);
     if (lst->profile == NULL) {
         fprintf(stderr, "floormta-sink: --listen %s: unknown profile '%s' (known: %s)\n", spec,
@@ -120,17 +145,20 @@ static int listen_parse(const char *spec, struct sink_listener *lst)
 bad:
     fprintf(stderr,
             "floormta-sink: --listen %s: bad address (expected 127.0.0.1:PORT or "
-            "[::1]:PORT, then =PROFILE)\n",
+            "[::1]:PORT, then =PROFILE[@PKIDIR])\n",
             spec);
     return -EINVAL;
 }
 
-/* Builds the listener's TLS context from <pki>/<cert>.crt/.key. Prints why on failure. */
+/* Builds the listener's TLS context from <pki>/<cert>.crt/.key (its own PKI directory
+ * if it has one). Prints why on failure. */
 static int listen_tls(struct sink_listener *lst, const char *pki)
 {
     const struct sink_profile *p = lst->profile;
     if (p->cert == NULL)
         return 0;
+    if (lst->pki != NULL)
+        pki = lst->pki;
     char crt[PATH_MAX], key[PATH_MAX];
     snprintf(crt, sizeof(crt), "%s/%s.crt", pki, p->cert);
     snprintf(key, sizeof(key), "%s/%s.key", pki, p->cert);
@@ -279,12 +307,15 @@ static const struct eng_handle_ops signal_ops = {
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: floormta-sink --pki DIR [--name MXNAME] --listen ADDR:PORT=PROFILE "
-            "[--listen ...]\n"
+            "usage: floormta-sink --pki DIR [--name MXNAME] --listen "
+            "ADDR:PORT=PROFILE[@PKIDIR] [--listen ...]\n"
             "                     [--log-level error|warn|info|debug] [--pidfile FILE] "
             "[--ready-file FILE]\n"
-            "profiles: %s\n",
-            sink_profile_names());
+            "profiles: %s\n"
+            "recipients (by local part): tempfail-once-* 451 the first time the address is\n"
+            "  seen, then 250 (at most %u addresses remembered; past that 451 every time);\n"
+            "  tempfail-* 451; reject-* 550; anything else 250\n",
+            sink_profile_names(), SINK_GREY_MAX);
 }
 
 /* Writes text to path through path.tmp + rename, so a reader never sees half of it. */
@@ -488,6 +519,10 @@ int main(int argc, char **argv)
     static struct sink_signals sig = { .fd = -1 };
     srv.mxname = args.name;
     sink_server_replies(&srv);
+    if (sink_greylist_init(&srv.grey) != 0) {
+        fprintf(stderr, "floormta-sink: out of memory for the greylist\n");
+        return 1;
+    }
 
     rc = start(&args, &srv, lst, &sig);
     if (rc == 0)
@@ -500,16 +535,22 @@ int main(int argc, char **argv)
         }
     }
     if (rc == 0) {
+        for (size_t i = 0; i < args.nlisten; i++)
+            printf("sink: listener %s profile=%s connections=%llu messages=%llu\n", lst[i].text,
+                   lst[i].profile->name, (unsigned long long)lst[i].connections,
+                   (unsigned long long)lst[i].messages);
         printf("sink: messages=%llu bytes=%llu connections=%llu tls_handshakes=%llu rsets=%llu "
-               "pipelined=%llu rcpts_refused=%llu\n",
+               "pipelined=%llu rcpts_refused=%llu rcpts_accepted=%llu greylisted=%llu\n",
                (unsigned long long)srv.stats.messages, (unsigned long long)srv.stats.bytes,
                (unsigned long long)srv.stats.connections,
                (unsigned long long)srv.stats.tls_handshakes, (unsigned long long)srv.stats.rsets,
-               (unsigned long long)srv.stats.pipelined,
-               (unsigned long long)srv.stats.rcpts_refused);
+               (unsigned long long)srv.stats.pipelined, (unsigned long long)srv.stats.rcpts_refused,
+               (unsigned long long)srv.stats.rcpts_accepted,
+               (unsigned long long)srv.stats.greylisted);
         fflush(stdout);
     }
     teardown(&srv, lst, args.nlisten);
+    sink_greylist_free(&srv.grey);
     if (args.pidfile && rc == 0)
         unlink(args.pidfile);
     return rc;

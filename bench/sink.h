@@ -2,16 +2,20 @@
  * bench/sink.h — private declarations of floormta-sink, the test and benchmark SMTP
  * receiver. Not a public module header: only bench/sink*.c include it.
  *
- * Four files share it:
- *   sink.c          CLI, listeners, signals, start-up and shutdown;
- *   sink_profile.c  the receiver profiles (TLS versions, certificates, misbehaviour);
- *   sink_io.c       one connection on the loop: accept, recv / send, TLS over memory
- *                   buffers, back-pressure, close and release, the session pool;
- *   sink_session.c  the SMTP state machine: consumes plaintext, writes replies.
+ * Five files share it:
+ *   sink.c           CLI, listeners, signals, start-up and shutdown;
+ *   sink_profile.c   the receiver profiles (TLS versions, certificates, misbehaviour);
+ *   sink_io.c        one connection on the loop: accept, recv / send, TLS over memory
+ *                    buffers, back-pressure, close and release, the session pool;
+ *   sink_session.c   the SMTP state machine: consumes plaintext, writes replies;
+ *   sink_greylist.c  the addresses the tempfail-once-* convention has seen.
  *
  * Memory per connection is fixed (struct sink_session, buffers inline) and sessions
  * are recycled through a free list, so the hot path allocates nothing but what
- * BoringSSL allocates for a TLS connection.
+ * BoringSSL allocates for a TLS connection. The greylist is allocated once at start.
+ *
+ * Single-threaded: one loop on the main thread runs every listener and session, so
+ * the server's counters and the greylist need no locks.
  */
 #ifndef FLOORMTA_BENCH_SINK_H
 #define FLOORMTA_BENCH_SINK_H
@@ -88,14 +92,50 @@ struct sink_stats {
     uint64_t rsets;          /* RSET commands */
     uint64_t pipelined;      /* commands that arrived behind another in the same read */
     uint64_t rcpts_refused;  /* RCPTs refused by the local-part conventions below */
+    uint64_t rcpts_accepted; /* RCPTs answered 250 */
+    uint64_t greylisted;     /* RCPTs refused by tempfail-once-* (also in rcpts_refused) */
 };
 
-/* Recipient conventions (every profile with the normal dialogue), by local part:
- *   tempfail-*  ->  451 4.2.0 (deferred by the client)
- *   reject-*    ->  550 5.1.1 (bounced by the client)
+/* Recipient conventions (every profile with the normal dialogue), by local part, in
+ * this order (so tempfail-once-* is never taken for tempfail-*):
+ *   tempfail-once-*  ->  451 4.7.1 the first time this sink process sees the address
+ *                        (the whole address, compared case-insensitively), 250 every
+ *                        later time: a greylisting receiver. At most SINK_GREY_MAX
+ *                        addresses are remembered; past that, and for an address longer
+ *                        than SINK_GREY_ADDR_MAX - 1 bytes, the answer is always 451 and
+ *                        nothing is remembered (such a recipient is never accepted).
+ *   tempfail-*       ->  451 4.2.0 (deferred by the client)
+ *   reject-*         ->  550 5.1.1 (bounced by the client)
  * anything else is accepted. */
-#define SINK_RCPT_TEMPFAIL "tempfail-"
-#define SINK_RCPT_REJECT   "reject-"
+#define SINK_RCPT_TEMPFAIL_ONCE "tempfail-once-"
+#define SINK_RCPT_TEMPFAIL      "tempfail-"
+#define SINK_RCPT_REJECT        "reject-"
+
+/* ---- the greylist (sink_greylist.c) ------------------------------------------------ */
+
+#define SINK_GREY_MAX      65536u              /* addresses remembered */
+#define SINK_GREY_ADDR_MAX 256u                /* bytes per remembered address, NUL included */
+#define SINK_GREY_SLOTS    (2 * SINK_GREY_MAX) /* open addressing, at most half full */
+
+/* Addresses seen by tempfail-once-*: an open-addressing hash table of indices into
+ * fixed rows of lowercased text, all allocated by sink_greylist_init. The rows are
+ * large (16 MiB) but only the pages of addresses actually seen are ever touched. */
+struct sink_greylist {
+    uint32_t *slots;  /* SINK_GREY_SLOTS: 0 = empty, else row + 1 */
+    uint64_t *hashes; /* per row: the hash of its address */
+    char *rows;       /* SINK_GREY_MAX rows of SINK_GREY_ADDR_MAX bytes */
+    uint32_t count;
+};
+
+/* Allocates the table (start-up). Returns 0 or -ENOMEM. */
+int sink_greylist_init(struct sink_greylist *g);
+
+/* Frees what sink_greylist_init allocated. Safe on a zeroed g. */
+void sink_greylist_free(struct sink_greylist *g);
+
+/* True if addr (len bytes, borrowed; compared case-insensitively) was given before.
+ * Otherwise remembers it when there is room and returns false. Never allocates. */
+bool sink_greylist_seen(struct sink_greylist *g, const char *addr, size_t len);
 
 struct sink_session;
 
@@ -120,11 +160,14 @@ struct sink_server {
     uint64_t next_id;
     bool stopping;
     struct sink_stats stats;
+    struct sink_greylist grey;
 };
 
 struct sink_listener {
     struct sink_server *srv;            /* borrowed */
     const struct sink_profile *profile; /* static */
+    const char *pki;                    /* this listener's PKI directory (borrowed from
+                                         * argv), NULL = --pki */
     struct tls_ctx *tls;                /* owned; NULL when the profile has no TLS */
     int fd;
     eng_handle_t h;
@@ -132,6 +175,8 @@ struct sink_listener {
     char text[64]; /* "127.0.0.1:2525", "[::1]:2525" (actual port once bound) */
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    uint64_t connections; /* accepted on this listener */
+    uint64_t messages;    /* accepted (250 after DATA) on its connections */
 };
 
 /* Builds the fixed replies for srv->mxname. */
@@ -173,7 +218,7 @@ enum sink_action {
 
 struct sink_session {
     struct sink_server *srv;          /* borrowed */
-    const struct sink_listener *lst;  /* borrowed: profile and TLS context */
+    struct sink_listener *lst;        /* borrowed: profile, TLS context, counters */
     struct sink_session *prev, *next; /* srv->live, or srv->pool (next only) */
     uint64_t id;
     eng_handle_t h;

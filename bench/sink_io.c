@@ -397,6 +397,7 @@ void sink_conn_accept(struct sink_listener *lst, int fd)
     srv->live = s;
     srv->live_count++;
     srv->stats.connections++;
+    lst->connections++;
     eng_log(ENG_LOG_DEBUG, "sink: session=%llu accepted on %s profile=%s",
             (unsigned long long)s->id, lst->text, lst->profile->name);
 

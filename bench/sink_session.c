@@ -192,11 +192,24 @@ static enum sink_action cmd_rcpt(struct sink_session *s, const char *line, size_
         return SINK_ACT_MORE;
     }
     /* The local part picks the answer (see SINK_RCPT_TEMPFAIL): failure paths of a
-     * client can be tested next to accepted recipients of the same transaction. */
+     * client can be tested next to accepted recipients of the same transaction.
+     * tempfail-once- is matched first: it also starts with tempfail-. */
     const char *lt = memchr(line, '<', len);
     size_t rest = lt ? len - (size_t)(lt + 1 - line) : 0;
-    if (lt && rest >= sizeof(SINK_RCPT_TEMPFAIL) - 1 &&
-        strncasecmp(lt + 1, SINK_RCPT_TEMPFAIL, sizeof(SINK_RCPT_TEMPFAIL) - 1) == 0) {
+    if (lt && rest >= sizeof(SINK_RCPT_TEMPFAIL_ONCE) - 1 &&
+        strncasecmp(lt + 1, SINK_RCPT_TEMPFAIL_ONCE, sizeof(SINK_RCPT_TEMPFAIL_ONCE) - 1) == 0) {
+        /* The address is what lies between the angle brackets. */
+        const char *gt = memchr(lt + 1, '>', rest);
+        size_t alen = gt ? (size_t)(gt - (lt + 1)) : rest;
+        if (!sink_greylist_seen(&s->srv->grey, lt + 1, alen)) {
+            s->srv->stats.rcpts_refused++;
+            s->srv->stats.greylisted++;
+            REPLY(s, "451 4.7.1 try again later\r\n");
+            return SINK_ACT_MORE;
+        }
+        /* Seen before: accepted like any other recipient. */
+    } else if (lt && rest >= sizeof(SINK_RCPT_TEMPFAIL) - 1 &&
+               strncasecmp(lt + 1, SINK_RCPT_TEMPFAIL, sizeof(SINK_RCPT_TEMPFAIL) - 1) == 0) {
         s->srv->stats.rcpts_refused++;
         REPLY(s, "451 4.2.0 Recipient temporarily unavailable\r\n");
         return SINK_ACT_MORE;
@@ -208,6 +221,7 @@ static enum sink_action cmd_rcpt(struct sink_session *s, const char *line, size_
         return SINK_ACT_MORE;
     }
     s->rcpts++;
+    s->srv->stats.rcpts_accepted++;
     REPLY(s, "250 2.1.5 Ok\r\n");
     if (s->state != SINK_S_RCPT)
         set_state(s, SINK_S_RCPT);
@@ -373,6 +387,7 @@ static enum sink_action take_body(struct sink_session *s, const char *data, size
         uint64_t bytes = s->body_bytes - 3;
         s->srv->stats.messages++;
         s->srv->stats.bytes += bytes;
+        s->lst->messages++;
         char reply[64] = "250 2.0.0 Ok: queued as ";
         size_t n = sizeof("250 2.0.0 Ok: queued as ") - 1;
         uint64_t id = s->srv->stats.messages;

@@ -36,36 +36,39 @@ struct sink {
 
 struct sink_counters {
     unsigned long long messages, bytes, connections, handshakes, rsets, pipelined, refused;
+    unsigned long long accepted;   /* RCPTs answered 250 */
+    unsigned long long greylisted; /* tempfail-once-* RCPTs answered 451 */
 };
 
-/* Starts one sink with a listener per "ADDR=PROFILE" (NULL-terminated, at most 4), all
- * on one random port (another one if it is taken), its certificates from the PKI in
- * work (also where its output goes), for the MX name mx_name. */
-__attribute__((unused, sentinel)) static void sink_start(struct sink *k, const char *work,
-                                                         const char *mx_name, ...)
+#define SINK_FIXTURE_LISTEN_MAX 32
+
+/* Starts one sink with a listener per spec, "ADDR=PROFILE" or "ADDR=PROFILE@PKIDIR" (n of
+ * them, at most SINK_FIXTURE_LISTEN_MAX), all on one random port (another one if it is
+ * taken), its certificates from the PKI in work (or a listener's own PKIDIR) and its
+ * output in work, for the MX name mx_name (its greeting). specs are borrowed. */
+__attribute__((unused)) static void sink_start_list(struct sink *k, const char *work,
+                                                    const char *mx_name, const char *const *specs,
+                                                    unsigned n)
 {
     const char *bin = getenv("FLOORMTA_BIN");
     assert_non_null(bin);
-    const char *specs[4];
-    unsigned n = 0;
-    va_list ap;
-    va_start(ap, mx_name);
-    for (const char *s; n < 4 && (s = va_arg(ap, const char *)) != NULL;)
-        specs[n++] = s;
-    va_end(ap);
-    char exe[PATH_MAX], ready[PATH_MAX], listen[4][64];
+    assert_true(n > 0 && n <= SINK_FIXTURE_LISTEN_MAX);
+    char exe[PATH_MAX], ready[PATH_MAX], listen[SINK_FIXTURE_LISTEN_MAX][160];
     snprintf(exe, sizeof(exe), "%s/floormta-sink", bin);
     snprintf(ready, sizeof(ready), "%s/sink.ready", work);
     snprintf(k->out, sizeof(k->out), "%s/sink.out", work);
     for (int attempt = 0; attempt < 10; attempt++) {
         k->port = (uint16_t)(20000 + rand() % 40000);
-        const char *argv[32] = { exe,   "--pki",       work,  "--name", mx_name, "--ready-file",
-                                 ready, "--log-level", "warn" };
+        const char *argv[10 + 2 * SINK_FIXTURE_LISTEN_MAX] = {
+            exe, "--pki", work, "--name", mx_name, "--ready-file", ready, "--log-level", "warn"
+        };
         unsigned a = 9;
         for (unsigned i = 0; i < n; i++) {
             const char *eq = strchr(specs[i], '=');
-            snprintf(listen[i], sizeof(listen[i]), "%.*s:%u%s", (int)(eq - specs[i]), specs[i],
-                     (unsigned)k->port, eq);
+            assert_non_null(eq);
+            int len = snprintf(listen[i], sizeof(listen[i]), "%.*s:%u%s", (int)(eq - specs[i]),
+                               specs[i], (unsigned)k->port, eq);
+            assert_true(len > 0 && (size_t)len < sizeof(listen[i]));
             argv[a++] = "--listen";
             argv[a++] = listen[i];
         }
@@ -93,6 +96,21 @@ __attribute__((unused, sentinel)) static void sink_start(struct sink *k, const c
     fail_msg("floormta-sink did not start (%s)", exe);
 }
 
+/* Starts one sink with a listener per "ADDR=PROFILE" (NULL-terminated, at most 4); see
+ * sink_start_list. */
+__attribute__((unused, sentinel)) static void sink_start(struct sink *k, const char *work,
+                                                         const char *mx_name, ...)
+{
+    const char *specs[4];
+    unsigned n = 0;
+    va_list ap;
+    va_start(ap, mx_name);
+    for (const char *s; n < 4 && (s = va_arg(ap, const char *)) != NULL;)
+        specs[n++] = s;
+    va_end(ap);
+    sink_start_list(k, work, mx_name, specs, n);
+}
+
 /* Stops the sink with SIGTERM (it must exit 0) and reads its closing counters. */
 __attribute__((unused)) static void sink_stop(struct sink *k, struct sink_counters *c)
 {
@@ -105,15 +123,39 @@ __attribute__((unused)) static void sink_stop(struct sink *k, struct sink_counte
     assert_non_null(f);
     char line[512];
     bool found = false;
+    c->accepted = c->greylisted = 0;
     while (fgets(line, sizeof(line), f))
         if (sscanf(line,
                    "sink: messages=%llu bytes=%llu connections=%llu tls_handshakes=%llu "
-                   "rsets=%llu pipelined=%llu rcpts_refused=%llu",
+                   "rsets=%llu pipelined=%llu rcpts_refused=%llu rcpts_accepted=%llu "
+                   "greylisted=%llu",
                    &c->messages, &c->bytes, &c->connections, &c->handshakes, &c->rsets,
-                   &c->pipelined, &c->refused) == 7)
+                   &c->pipelined, &c->refused, &c->accepted, &c->greylisted) >= 7)
             found = true;
     fclose(f);
     assert_true(found);
+}
+
+/* After sink_stop: the closing counters of the listener on addr ("127.0.0.5", without the
+ * port). Fails the test if the sink did not report that listener. */
+__attribute__((unused)) static void sink_listener_counters(const struct sink *k, const char *addr,
+                                                           unsigned long long *connections,
+                                                           unsigned long long *messages)
+{
+    FILE *f = fopen(k->out, "r");
+    assert_non_null(f);
+    char line[512], want[96];
+    snprintf(want, sizeof(want), "sink: listener %s:%u ", addr, (unsigned)k->port);
+    bool found = false;
+    while (fgets(line, sizeof(line), f)) {
+        const char *p =
+                strncmp(line, want, strlen(want)) == 0 ? strstr(line, " connections=") : NULL;
+        if (p && sscanf(p, " connections=%llu messages=%llu", connections, messages) == 2)
+            found = true;
+    }
+    fclose(f);
+    if (!found)
+        fail_msg("the sink reported no counters for %s", want);
 }
 
 /* Teardown: a sink a failed test left running is killed. */
