@@ -1,23 +1,27 @@
 /*
- * bench/bench_deliver.c — end-to-end delivery throughput: the worker (engine/worker.h)
- * with a spool on disk, a real dnsmasq on 127.0.0.1 (tests/dns/dnsmasq_fixture.h) and
- * floormta-sink on 127.0.0.2 in profile tls1.3 (valid certificate from the test PKI).
+ * bench/bench_deliver.c — end-to-end delivery throughput: the worker pool
+ * (engine/group.h: one worker per CPU, each with its own loop, resolver, TLS session
+ * cache, capability cache and connection pool) with a spool on disk, a real dnsmasq on
+ * 127.0.0.1 (tests/dns/dnsmasq_fixture.h) and floormta-sink on 127.0.0.2 in profile
+ * wildcard (a certificate for *.floormta.test from the test PKI, TLS 1.2-1.3):
  *
- *   deliver.bench.test  MX 10 mx.floormta.test (127.0.0.2)
+ *   deliver.bench.test           MX 10 mx.floormta.test       (127.0.0.2)
+ *   d0000 .. d0999.bench.test    MX 10 mx0000 .. mx0999.floormta.test (127.0.0.2)
  *
- * One iteration enqueues BENCH_MSGS messages of BENCH_MSG_BYTES bytes (one recipient
- * each) to that domain with eng_worker_enqueue on a fresh spool, then runs the loop
- * until the worker reports every one delivered and removed. items = messages, bytes =
- * message bytes, rates per wall-clock second. The spool set-up and the worker's
- * shutdown are outside the timing.
- *
- * There is no connection reuse yet: every message opens its own TCP connection and does
- * a full verified TLS 1.3 handshake (no session resumption). That is what this baseline
- * measures. The sink shares the machine, so the figure is a floor for the client side.
- *
- * Also printed once on stderr: the benchmark process's CPU seconds (user + system,
- * getrusage: the engine's loop thread plus the spool's committer thread; the sink is a
- * separate process) per 1,000 messages, and the messages the sink counted.
+ * One iteration starts a group on a fresh spool, injects the messages from the
+ * benchmark's thread (eng_group_enqueue: durable enqueue included), and waits until
+ * every one is delivered and removed. Every delivery is over verified TLS (the floor:
+ * chain, name, dates). Messages are 10 KB, one recipient each.
+ *   - bench_deliver_one_domain: 5,000 messages to one domain: one MX host, connections
+ *     reused (up to 10 per host, 100 messages each).
+ *   - bench_deliver_1000_domains: 3,000 messages over 1,000 domains, each with its own
+ *     MX host name: at least 1,000 connections and handshakes per iteration; later
+ *     connections to a host resume its TLS session.
+ * Rates are per wall-clock second (items = messages); counters: engine CPU (this
+ * process: the worker threads, the spool committer and the injecting thread; the sink
+ * is a separate process) in ms per message, and new connections with full / resumed
+ * handshakes and reused connections per iteration. FLOORMTA_BENCH_SYNCFS=1 runs the
+ * spool with one syncfs per commit round (queue_spool_config.sync_fs).
  */
 #define _GNU_SOURCE /* nftw */
 #include "bench/bench.h"
@@ -26,6 +30,7 @@
 #include "engine/dns_loop.h"
 #include "engine/log.h"
 #include "engine/loop.h"
+#include "engine/group.h"
 #include "engine/worker.h"
 #include "queue/queue.h"
 #include "tests/dns/dnsmasq_fixture.h"
@@ -35,6 +40,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -48,7 +54,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BENCH_MSGS       1000
 #define BENCH_MSG_BYTES  10240
 #define BENCH_DOMAIN     "deliver.bench.test"
 #define BENCH_MX         "mx.floormta.test"
@@ -57,9 +62,25 @@
 #define TMPFS_MAGIC 0x01021994
 #endif
 
-static const char bench_zone[] = "local-ttl=600\n"
-                                 "host-record=" BENCH_MX ",127.0.0.2\n"
-                                 "mx-host=" BENCH_DOMAIN "," BENCH_MX ",10\n";
+#define BENCH_NDOMAINS 1000
+
+/* The zone: the one domain, and BENCH_NDOMAINS domains with an MX host each. */
+static char *bench_zone(void)
+{
+    size_t cap = 256 + BENCH_NDOMAINS * 128;
+    char *z = malloc(cap);
+    if (!z)
+        return NULL;
+    size_t n = (size_t)snprintf(z, cap,
+                                "local-ttl=600\nhost-record=" BENCH_MX ",127.0.0.2\n"
+                                "mx-host=" BENCH_DOMAIN "," BENCH_MX ",10\n");
+    for (unsigned i = 0; i < BENCH_NDOMAINS && n < cap; i++)
+        n += (size_t)snprintf(z + n, cap - n,
+                              "host-record=mx%04u.floormta.test,127.0.0.2\n"
+                              "mx-host=d%04u.bench.test,mx%04u.floormta.test,10\n",
+                              i, i, i);
+    return z;
+}
 
 static char message[BENCH_MSG_BYTES];
 
@@ -94,7 +115,7 @@ static int bench_sink_start(struct bench_sink *k, const char *pki)
                            "--name",
                            BENCH_MX,
                            "--listen",
-                           "127.0.0.2:0=tls1.3",
+                           "127.0.0.2:0=wildcard",
                            "--ready-file",
                            ready,
                            "--log-level",
@@ -226,15 +247,17 @@ static void rm_rf(const char *dir)
 }
 
 struct bench_queued {
-    unsigned done, failed;
+    atomic_uint done, failed;
 };
 
+/* Runs on the owning worker's thread. */
 static void bench_on_queued(void *arg, queue_id_t id, int res)
 {
     (void)id;
     struct bench_queued *q = arg;
-    q->done++;
-    q->failed += res < 0;
+    atomic_fetch_add(&q->done, 1);
+    if (res < 0)
+        atomic_fetch_add(&q->failed, 1);
 }
 
 /* ---- the rig: started on first use, stopped at exit ------------------------------------- */
@@ -246,14 +269,7 @@ struct bench_rig {
     struct dnsq q;
     struct bench_sink k;
     struct tls_ctx *tls;
-    struct eng_loop *loop;
-    struct eng_dns *dns;
-    struct eng_capcache *cap;
-    struct tls_cache *tcache;
-    struct eng_connpool *pool;
     unsigned spools;
-    int64_t messages; /* delivered over every run */
-    double cpu;       /* CPU seconds of this process over those deliveries */
 };
 
 static struct bench_rig rig;
@@ -262,26 +278,9 @@ static const char *rig_error;
 
 static void bench_rig_stop(void)
 {
-    if (rig.messages > 0)
-        fprintf(stderr,
-                "bench_deliver_one_domain: %.3f CPU s per 1,000 messages (this process: "
-                "engine + spool committer; over %lld messages)\n",
-                rig.cpu * 1000.0 / (double)rig.messages, (long long)rig.messages);
     long long sunk = bench_sink_stop(&rig.k);
     if (sunk >= 0)
-        fprintf(stderr, "bench_deliver_one_domain: the sink counted %lld messages\n", sunk);
-    eng_connpool_free(rig.pool); /* QUITs the idle connections */
-    rig.pool = NULL;
-    eng_capcache_free(rig.cap);
-    rig.cap = NULL;
-    tls_cache_free(rig.tcache);
-    rig.tcache = NULL;
-    eng_dns_free(rig.dns);
-    rig.dns = NULL;
-    if (rig.loop)
-        eng_loop_run_once(rig.loop, 0); /* release the resolver's handles */
-    eng_loop_free(rig.loop);
-    rig.loop = NULL;
+        fprintf(stderr, "bench_deliver: the sink counted %lld messages over every run\n", sunk);
     tls_ctx_free(rig.tls);
     rig.tls = NULL;
     dnsq_stop(&rig.q);
@@ -312,7 +311,10 @@ static struct bench_rig *bench_rig(void)
         return NULL;
     }
     r->q.quiet = true;
-    if (dnsq_start(&r->q, bench_zone) < 0) {
+    char *zone = bench_zone();
+    int rc = zone ? dnsq_start(&r->q, zone) : -1;
+    free(zone);
+    if (rc < 0) {
         rig_error = "cannot start dnsmasq (/usr/sbin/dnsmasq, package dnsmasq-base)";
         return NULL;
     }
@@ -327,25 +329,101 @@ static struct bench_rig *bench_rig(void)
         rig_error = "tls_ctx_new_client failed";
         return NULL;
     }
-    struct eng_loop_config lcfg = { .entries = 4096 };
-    if (eng_loop_new(&lcfg, &r->loop) < 0) {
-        rig_error = "io_uring is not available";
-        return NULL;
-    }
-    struct dns_config dcfg = { .servers = r->q.server, .timeout_ms = 1000, .tries = 4 };
-    struct eng_connpool_config pcfg = { .loop = r->loop };
-    if (eng_dns_new(r->loop, &dcfg, &r->dns) < 0 || eng_capcache_new(NULL, &r->cap) < 0 ||
-        tls_cache_new(1024, &r->tcache) < 0 || eng_connpool_new(&pcfg, &r->pool) < 0) {
-        rig_error = "eng_dns_new, eng_capcache_new, tls_cache_new or eng_connpool_new failed";
-        return NULL;
-    }
     rig_state = 1;
     return r;
 }
 
-/* ---- the benchmark ------------------------------------------------------------------- */
+/* ---- the benchmarks ------------------------------------------------------------------ */
 
-static void bench_deliver_one_domain(struct bench_state *st)
+/* What one iteration measured. */
+struct bench_run {
+    double cpu; /* seconds of this process */
+    struct eng_worker_stats s;
+};
+
+/* One iteration: a group on a fresh spool, nmsgs messages injected round-robin over
+ * ndomains domains (0: the one domain), waited for until all are removed. The group's
+ * start and stop are outside the timing. Returns NULL or an error message. */
+static const char *bench_run_once(struct bench_state *st, struct bench_rig *r, unsigned ndomains,
+                                  unsigned nmsgs, struct queue_envelope *env, struct bench_run *out)
+{
+    static char msg[256];
+    bench_pause(st);
+    char dir[PATH_MAX + 32];
+    snprintf(dir, sizeof(dir), "%.1000s/deliver-spool-%u", r->parent, r->spools++);
+    struct queue_spool *spool = NULL;
+    struct eng_group *g = NULL;
+    struct queue_spool_config scfg = { .dir = dir,
+                                       .min_free_bytes = 1,
+                                       .sync_fs = getenv("FLOORMTA_BENCH_SYNCFS") != NULL };
+    if (queue_spool_open(&scfg, &spool) != 0) {
+        bench_resume(st);
+        return "queue_spool_open failed";
+    }
+    struct eng_group_config gcfg = {
+        .spool = spool,
+        .tls = r->tls,
+        .dns = { .servers = r->q.server, .timeout_ms = 1000, .tries = 4 },
+        .worker = { .helo_name = "client.floormta.test",
+                    .port = r->k.port,
+                    .connect_timeout_ms = 5000,
+                    .reply_timeout_ms = 5000 },
+    };
+    if (eng_group_new(&gcfg, &g) != 0 || eng_group_start(g) != 0) {
+        eng_group_stop_and_free(g);
+        queue_spool_close(spool);
+        rm_rf(dir);
+        bench_resume(st);
+        return "cannot start the worker group";
+    }
+    double cpu0 = cpu_seconds();
+    bench_resume(st);
+
+    struct bench_queued qd = { 0 };
+    const char *err = NULL;
+    uint64_t end = now_ms() + BENCH_TIMEOUT_MS;
+    for (unsigned i = 0; i < nmsgs && !err; i++) {
+        if (ndomains)
+            snprintf(env->domain, sizeof(env->domain), "d%04u.bench.test", i % ndomains);
+        snprintf(env->rcpts[0].addr, sizeof(env->rcpts[0].addr), "r%u@%s", i, env->domain);
+        int rc;
+        while ((rc = eng_group_enqueue(g, env, message, sizeof(message), bench_on_queued, &qd)) ==
+                       -EAGAIN &&
+               now_ms() < end)
+            usleep(200); /* back-pressure: the owner's inbox is full */
+        if (rc != 0)
+            err = "eng_group_enqueue failed";
+    }
+    struct eng_group_stats gs;
+    eng_group_stats(g, &gs);
+    while (!err && gs.total.removed < nmsgs && now_ms() < end) {
+        usleep(2000);
+        eng_group_stats(g, &gs);
+        if (gs.total.bounced > 0 || gs.total.deferred > 0 || gs.total.errors > 0 ||
+            atomic_load(&qd.failed) > 0)
+            break;
+    }
+
+    bench_pause(st);
+    out->cpu = cpu_seconds() - cpu0;
+    out->s = gs.total;
+    eng_group_stop_and_free(g);
+    queue_spool_close(spool);
+    rm_rf(dir);
+    bench_resume(st);
+    if (!err && (gs.total.delivered < nmsgs || gs.total.removed < nmsgs)) {
+        snprintf(msg, sizeof(msg),
+                 "not all delivered: delivered=%llu removed=%llu deferred=%llu bounced=%llu "
+                 "errors=%llu enqueue-failures=%u",
+                 (unsigned long long)gs.total.delivered, (unsigned long long)gs.total.removed,
+                 (unsigned long long)gs.total.deferred, (unsigned long long)gs.total.bounced,
+                 (unsigned long long)gs.total.errors, atomic_load(&qd.failed));
+        err = msg;
+    }
+    return err;
+}
+
+static void bench_deliver(struct bench_state *st, unsigned ndomains, unsigned nmsgs)
 {
     struct bench_rig *r = bench_rig();
     if (!r) {
@@ -359,95 +437,45 @@ static void bench_deliver_one_domain(struct bench_state *st)
     }
     snprintf(env->sender, sizeof(env->sender), "bench@sender.floormta.test");
     snprintf(env->domain, sizeof(env->domain), BENCH_DOMAIN);
-
-    static char msg[192];
     const char *err = NULL;
     int64_t items = 0;
-    while (bench_next(st)) {
-        /* Set-up outside the timing: a fresh spool on disk and a started worker. */
-        bench_pause(st);
-        char dir[PATH_MAX + 32];
-        snprintf(dir, sizeof(dir), "%.1000s/deliver-spool-%u", r->parent, r->spools++);
-        struct queue_spool *spool = NULL;
-        struct eng_worker *w = NULL;
-        struct queue_spool_config scfg = { .dir = dir,
-                                           .min_free_bytes = 1,
-                                           .sync_fs = getenv("FLOORMTA_BENCH_SYNCFS") != NULL };
-        if (queue_spool_open(&scfg, &spool) != 0) {
-            err = "queue_spool_open failed";
-            bench_resume(st);
+    double cpu = 0;
+    struct eng_worker_stats sum = { 0 };
+    unsigned runs = 0;
+    while (!err && bench_next(st)) {
+        struct bench_run run;
+        err = bench_run_once(st, r, ndomains, nmsgs, env, &run);
+        if (err)
             break;
-        }
-        struct eng_worker_config wcfg = {
-            .loop = r->loop,
-            .spool = spool,
-            .dns = r->dns,
-            .tls = r->tls,
-            .capcache = r->cap,
-            .tls_cache = r->tcache,
-            .pool = r->pool,
-            .helo_name = "client.floormta.test",
-            .port = r->k.port,
-            .connect_timeout_ms = 5000,
-            .reply_timeout_ms = 5000,
-        };
-        if (eng_worker_new(&wcfg, &w) != 0 || eng_worker_start(w) != 0) {
-            eng_worker_free(w);
-            queue_spool_close(spool);
-            rm_rf(dir);
-            err = "cannot start the worker";
-            bench_resume(st);
-            break;
-        }
-        double cpu0 = cpu_seconds();
-        bench_resume(st);
-
-        struct bench_queued qd = { 0 };
-        unsigned submitted = 0;
-        for (unsigned i = 0; i < BENCH_MSGS; i++) {
-            snprintf(env->rcpts[0].addr, sizeof(env->rcpts[0].addr), "r%u@" BENCH_DOMAIN, i);
-            if (eng_worker_enqueue(w, env, message, sizeof(message), bench_on_queued, &qd) == 0)
-                submitted++;
-        }
-        struct eng_worker_stats s;
-        eng_worker_stats(w, &s);
-        uint64_t end = now_ms() + BENCH_TIMEOUT_MS;
-        while ((s.delivered < BENCH_MSGS || s.removed < BENCH_MSGS) && now_ms() < end) {
-            if (eng_loop_run_once(r->loop, 100) < 0)
-                break;
-            eng_worker_stats(w, &s);
-            if (s.bounced > 0 || s.deferred > 0 || s.errors > 0 || qd.failed > 0)
-                break;
-        }
-
-        bench_pause(st);
-        double cpu = cpu_seconds() - cpu0;
-        eng_worker_free(w); /* drives the loop until its port and attempts are done */
-        queue_spool_close(spool);
-        rm_rf(dir);
-        bench_resume(st);
-        if (submitted != BENCH_MSGS || qd.failed > 0) {
-            err = "eng_worker_enqueue failed";
-            break;
-        }
-        if (s.delivered < BENCH_MSGS || s.removed < BENCH_MSGS) {
-            snprintf(msg, sizeof(msg),
-                     "not all delivered: delivered=%llu removed=%llu deferred=%llu "
-                     "bounced=%llu errors=%llu",
-                     (unsigned long long)s.delivered, (unsigned long long)s.removed,
-                     (unsigned long long)s.deferred, (unsigned long long)s.bounced,
-                     (unsigned long long)s.errors);
-            err = msg;
-            break;
-        }
-        items += BENCH_MSGS;
-        r->messages += BENCH_MSGS;
-        r->cpu += cpu;
+        items += nmsgs;
+        cpu += run.cpu;
+        sum.conns_new += run.s.conns_new;
+        sum.conns_reused += run.s.conns_reused;
+        sum.tls_full += run.s.tls_full;
+        sum.tls_resumed += run.s.tls_resumed;
+        runs++;
     }
     queue_envelope_free(env);
     bench_set_items(st, items);
     bench_set_bytes(st, items * (int64_t)sizeof(message));
+    if (runs > 0) {
+        bench_set_counter(st, "cpu_ms_per_msg", cpu * 1000.0 / (double)items);
+        bench_set_counter(st, "full_hs", (double)sum.tls_full / runs);
+        bench_set_counter(st, "resumed_hs", (double)sum.tls_resumed / runs);
+        bench_set_counter(st, "reused", (double)sum.conns_reused / runs);
+    }
     if (err)
         bench_fail(st, err);
 }
+
+static void bench_deliver_one_domain(struct bench_state *st)
+{
+    bench_deliver(st, 0, 5000);
+}
 BENCH_REGISTER_REAL_TIME(bench_deliver_one_domain)
+
+static void bench_deliver_1000_domains(struct bench_state *st)
+{
+    bench_deliver(st, BENCH_NDOMAINS, 3000);
+}
+BENCH_REGISTER_REAL_TIME(bench_deliver_1000_domains)

@@ -15,7 +15,8 @@
  * ready file (atomically). SIGTERM / SIGINT stop it: it prints one line per listener,
  * "sink: listener ADDR:PORT profile=PROFILE connections=C messages=N", then the totals
  * as "sink: messages=N bytes=B connections=C tls_handshakes=H rsets=R pipelined=P
- * rcpts_refused=F rcpts_accepted=A greylisted=G" (new fields are only ever appended)
+ * rcpts_refused=F rcpts_accepted=A greylisted=G tls_resumed=T" (T: handshakes that
+ * resumed a session; new fields are only ever appended)
  * and exits 0.
  *
  * Recipient conventions, by local part (details in sink.h):
@@ -540,13 +541,14 @@ int main(int argc, char **argv)
                    lst[i].profile->name, (unsigned long long)lst[i].connections,
                    (unsigned long long)lst[i].messages);
         printf("sink: messages=%llu bytes=%llu connections=%llu tls_handshakes=%llu rsets=%llu "
-               "pipelined=%llu rcpts_refused=%llu rcpts_accepted=%llu greylisted=%llu\n",
+               "pipelined=%llu rcpts_refused=%llu rcpts_accepted=%llu greylisted=%llu "
+               "tls_resumed=%llu\n",
                (unsigned long long)srv.stats.messages, (unsigned long long)srv.stats.bytes,
                (unsigned long long)srv.stats.connections,
                (unsigned long long)srv.stats.tls_handshakes, (unsigned long long)srv.stats.rsets,
                (unsigned long long)srv.stats.pipelined, (unsigned long long)srv.stats.rcpts_refused,
                (unsigned long long)srv.stats.rcpts_accepted,
-               (unsigned long long)srv.stats.greylisted);
+               (unsigned long long)srv.stats.greylisted, (unsigned long long)srv.stats.tls_resumed);
         fflush(stdout);
     }
     teardown(&srv, lst, args.nlisten);

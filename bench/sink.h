@@ -89,6 +89,7 @@ struct sink_stats {
     uint64_t bytes;          /* body bytes of accepted messages */
     uint64_t connections;    /* connections accepted */
     uint64_t tls_handshakes; /* server handshakes completed */
+    uint64_t tls_resumed;    /* ... of which resumed a session (ticket) */
     uint64_t rsets;          /* RSET commands */
     uint64_t pipelined;      /* commands that arrived behind another in the same read */
     uint64_t rcpts_refused;  /* RCPTs refused by the local-part conventions below */

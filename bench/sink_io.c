@@ -157,6 +157,7 @@ static bool handshake(struct sink_session *s)
     if (!done)
         return false;
     s->srv->stats.tls_handshakes++;
+    s->srv->stats.tls_resumed += tls_conn_resumed(s->tls);
     eng_log(ENG_LOG_DEBUG, "sink: session=%llu tls %s %s", (unsigned long long)s->id,
             tls_version_name(tls_conn_version(s->tls)), tls_conn_cipher(s->tls));
     sink_session_tls_ready(s);

@@ -217,6 +217,12 @@ static void on_done(void *arg, struct eng_conn *c, const struct smtp_client *res
     }
     char text[QUEUE_TEXT_MAX];
     if (res->outcome == SMTPC_OUTCOME_REFUSED) {
+        const struct tls_evidence *ev = &res->verdict.ev;
+        /* No STARTTLS (or refused): there is no TLS evidence, only the reason. */
+        if (!d->refused_live && (ev->version || ev->has_cert || ev->detail[0])) {
+            d->refused = res->verdict;
+            d->refused_live = true;
+        }
         refusal_text(&res->verdict, text, sizeof(text));
         cand_tls(d, res->verdict.reason, tls_enhanced(res->verdict.reason), d->remote, text);
     } else if (!d->stop) {

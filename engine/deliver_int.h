@@ -54,6 +54,9 @@ struct eng_deliver {
     struct queue_result cand;
     bool cand_set, cand_tls;
     enum tls_reason refusal;
+    struct tls_verdict refused; /* the first live refusal's verdict (its evidence goes in
+                                 * the log line when nothing was delivered) */
+    bool refused_live;
 
     uint64_t t_start, t_dns, t_conn, t_ready, t_txn, t_txn_end;
     struct eng_deliver_report rep;

@@ -108,9 +108,9 @@ static json_t *json_rcpts(const struct eng_deliver *d)
     return a;
 }
 
-static json_t *json_tls(const struct eng_deliver_report *rep)
+static json_t *json_tls(const struct tls_verdict *v)
 {
-    const struct tls_evidence *ev = &rep->verdict.ev;
+    const struct tls_evidence *ev = &v->ev;
     json_t *o = json_object();
     json_object_set_new(o, "version",
                         ev->version ? json_string(tls_version_name(ev->version)) : json_null());
@@ -122,6 +122,8 @@ static json_t *json_tls(const struct eng_deliver_report *rep)
                         ev->has_cert ? json_string(tls_evidence_fingerprint(ev, fp, sizeof(fp)))
                                      : json_null());
     json_object_set_new(o, "session", json_string(ev->resumed ? "resumed" : "full"));
+    if (ev->detail[0])
+        json_object_set_new(o, "detail", json_string(ev->detail));
     return o;
 }
 
@@ -139,7 +141,11 @@ static char *json_line(const struct eng_deliver *d, const struct eng_deliver_rep
     json_object_set_new(o, "smtp_reply", json_str_or_null(rep->smtp_reply));
     json_object_set_new(o, "policy", json_string(rep->policy));
     json_object_set_new(o, "mode", json_string(eng_policy_mode_name(rep->mode)));
-    json_object_set_new(o, "tls", rep->transacted && !rep->plaintext ? json_tls(rep) : json_null());
+    /* The evidence: of the delivering connection, else of the first refusal seen. */
+    json_object_set_new(o, "tls",
+                        rep->transacted && !rep->plaintext    ? json_tls(&rep->verdict)
+                        : !rep->transacted && d->refused_live ? json_tls(&d->refused)
+                                                              : json_null());
     /* "opportunistic": delivered under that policy without meeting the floor (TLS below
      * it, or plaintext): the reason then says what the floor would have refused. */
     const char *verdict = rep->transacted ? (rep->floor_met ? "pass" : "opportunistic")

@@ -318,4 +318,7 @@ int tls_conn_shutdown(struct tls_conn *conn);
 uint16_t tls_conn_version(const struct tls_conn *conn);
 const char *tls_conn_cipher(const struct tls_conn *conn);
 
+/* Either side: the completed handshake resumed a session (false before it completes). */
+bool tls_conn_resumed(const struct tls_conn *conn);
+
 #endif /* FLOORMTA_TLS_H */

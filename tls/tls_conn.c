@@ -260,6 +260,11 @@ uint16_t tls_conn_version(const struct tls_conn *conn)
     return handshake_done(conn) ? (uint16_t)SSL_version(conn->ssl) : 0;
 }
 
+bool tls_conn_resumed(const struct tls_conn *conn)
+{
+    return handshake_done(conn) && SSL_session_reused(conn->ssl);
+}
+
 const char *tls_conn_cipher(const struct tls_conn *conn)
 {
     const SSL_CIPHER *cipher = handshake_done(conn) ? SSL_get_current_cipher(conn->ssl) : NULL;

@@ -38,6 +38,7 @@ struct sink_counters {
     unsigned long long messages, bytes, connections, handshakes, rsets, pipelined, refused;
     unsigned long long accepted;   /* RCPTs answered 250 */
     unsigned long long greylisted; /* tempfail-once-* RCPTs answered 451 */
+    unsigned long long resumed;    /* TLS handshakes that resumed a session */
 };
 
 #define SINK_FIXTURE_LISTEN_MAX 32
@@ -123,14 +124,14 @@ __attribute__((unused)) static void sink_stop(struct sink *k, struct sink_counte
     assert_non_null(f);
     char line[512];
     bool found = false;
-    c->accepted = c->greylisted = 0;
+    c->accepted = c->greylisted = c->resumed = 0;
     while (fgets(line, sizeof(line), f))
         if (sscanf(line,
                    "sink: messages=%llu bytes=%llu connections=%llu tls_handshakes=%llu "
                    "rsets=%llu pipelined=%llu rcpts_refused=%llu rcpts_accepted=%llu "
-                   "greylisted=%llu",
+                   "greylisted=%llu tls_resumed=%llu",
                    &c->messages, &c->bytes, &c->connections, &c->handshakes, &c->rsets,
-                   &c->pipelined, &c->refused, &c->accepted, &c->greylisted) >= 7)
+                   &c->pipelined, &c->refused, &c->accepted, &c->greylisted, &c->resumed) >= 7)
             found = true;
     fclose(f);
     assert_true(found);

@@ -236,6 +236,7 @@ static void test_reuse(void **state)
     assert_int_equal(c.messages, 6);
     assert_int_equal(c.connections, 1);
     assert_int_equal(c.handshakes, 1);
+    assert_int_equal(c.resumed, 0);
 }
 
 /* Eight attempts at once, two connections per host: the others wait their turn and go
@@ -306,6 +307,8 @@ static void test_msgs_per_conn_and_resumption(void **state)
     sink_stop(&k, &c);
     assert_int_equal(c.messages, 5);
     assert_int_equal(c.connections, 3);
+    assert_int_equal(c.handshakes, 3);
+    assert_int_equal(c.resumed, 2); /* the receiver saw it too */
 }
 
 /* An idle connection is closed after the idle timeout. */

@@ -253,19 +253,27 @@ static void check_refused(const struct row *r, const struct outcome *o, struct e
     assert_string_equal(rc->last.enhanced, no_tls ? "4.7.4" : "4.7.5");
     assert_contains(rc->last.text, why);
 
-    /* A certificate refusal names the certificate it saw: this listener's. */
+    json_error_t jerr;
+    json_t *j = json_loads(o->json, 0, &jerr);
+    if (!j)
+        fail_msg("delivery log line does not parse: %s: %s", jerr.text, o->json);
+    /* A certificate refusal names the certificate it saw (this listener's), in the
+     * recipient's result and in the log line's evidence, with the version and cipher. */
+    json_t *t = json_object_get(j, "tls");
     if (p->reason >= TLS_REASON_NO_CERTIFICATE) {
         char path[PATH_MAX + 32], fp[65], needle[80];
         snprintf(path, sizeof(path), "%s/%s.crt", r->pki, p->cert);
         leaf_fingerprint(path, fp);
         snprintf(needle, sizeof(needle), "sha256=%s", fp);
         assert_contains(rc->last.text, needle);
+        assert_true(json_is_object(t));
+        assert_string_equal(jstr(t, "fingerprint"), fp);
+        assert_string_equal(jstr(t, "version"), "TLSv1.3");
+        assert_true(strlen(jstr(t, "cipher")) > 0);
+        assert_true(strlen(jstr(t, "subject")) > 0);
+    } else if (no_tls) {
+        assert_true(json_is_null(t)); /* no TLS at all: no evidence but the reason */
     }
-
-    json_error_t jerr;
-    json_t *j = json_loads(o->json, 0, &jerr);
-    if (!j)
-        fail_msg("delivery log line does not parse: %s: %s", jerr.text, o->json);
     assert_string_equal(jstr(j, "result"), "deferred");
     assert_string_equal(jstr(j, "verdict"), "refuse");
     assert_string_equal(jstr(j, "reason"), why);
