@@ -14,32 +14,23 @@
  * The certificate of the "valid" leaf names mx.floormta.test, so the good receiver is
  * always that host. Exit 77 when io_uring is unavailable; dnsmasq missing is a failure.
  */
-#include <errno.h>
-#include <limits.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
 
 #include "engine/capcache.h"
 #include "engine/deliver.h"
-#include "engine/dns_loop.h"
-#include "engine/log.h"
-#include "engine/loop.h"
 #include "queue/queue.h"
 #include "tests/dns/dnsmasq_fixture.h"
+#include "tests/engine/deliver_fixture.h"
 #include "tests/engine/sink_fixture.h"
-#include "tests/pki/testpki.h"
 #include "tls/tls.h"
 
 #define MX_NAME "mx.floormta.test"
@@ -54,117 +45,22 @@ static const char zone[] = "local-ttl=60\n"
                            "dns-rr=null.floormta.test,15,000000\n";
 
 static char work[] = "/tmp/floormta-deliver-live-XXXXXX";
-static struct tls_ctx *tls;
-static struct dnsq Q;
 
-/* ---- one engine: loop, resolver, capability cache ------------------------------------------ */
+static const struct live_env_config env_cfg = { .capcache = true };
 
-struct env {
-    struct eng_loop *loop;
-    struct eng_dns *dns;
-    struct eng_capcache *cap;
-    uint16_t port;
-};
-
-static void env_init(struct env *e, uint16_t port)
+/* One attempt of qe on e, with the capability cache; waits for its report. */
+static void attempt(struct live_env *e, const struct queue_envelope *qe, struct live_outcome *o)
 {
-    memset(e, 0, sizeof(*e));
-    assert_int_equal(eng_loop_new(NULL, &e->loop), 0);
-    struct dns_config dcfg = { .servers = Q.server, .timeout_ms = 1000, .tries = 2 };
-    assert_int_equal(eng_dns_new(e->loop, &dcfg, &e->dns), 0);
-    assert_int_equal(eng_capcache_new(NULL, &e->cap), 0);
-    e->port = port ? port : 25;
-}
-
-static void env_free(struct env *e)
-{
-    eng_dns_free(e->dns);
-    eng_loop_free(e->loop);
-    eng_capcache_free(e->cap);
-}
-
-/* A report kept past its callback. */
-struct outcome {
-    bool done;
-    struct eng_deliver_report rep;
-    struct queue_envelope *env;
-    char *json;
-};
-
-static void on_done(void *arg, const struct eng_deliver_report *rep)
-{
-    struct outcome *o = arg;
-    assert_false(o->done);
-    o->done = true;
-    o->rep = *rep;
-    o->env = queue_envelope_dup(rep->env);
-    o->json = strdup(rep->log_json);
-    o->rep.env = o->env;
-    o->rep.log_json = o->json;
-}
-
-static void outcome_free(struct outcome *o)
-{
-    queue_envelope_free(o->env);
-    free(o->json);
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static const char body[] = "From: a@sender.test\r\nSubject: t\r\n\r\nhello\r\n";
-
-static void attempt(struct env *e, const struct queue_envelope *qe, struct outcome *o)
-{
-    memset(o, 0, sizeof(*o));
-    struct eng_deliver_config cfg = {
-        .loop = e->loop,
-        .dns = e->dns,
-        .tls = tls,
-        .capcache = e->cap,
-        .helo_name = "client.floormta.test",
-        .port = e->port,
-        .connect_timeout_ms = 5000,
-        .reply_timeout_ms = 5000,
-    };
-    assert_int_equal(eng_deliver_start(&cfg, qe, body, sizeof(body) - 1, on_done, o), 0);
+    struct eng_deliver_config cfg = live_deliver_config(e);
+    live_start(&cfg, qe, o);
     assert_false(o->done); /* never from inside the call */
-    uint64_t end = now_ms() + 15000;
-    while (!o->done && now_ms() < end)
-        assert_true(eng_loop_run_once(e->loop, 50) >= 0);
-    assert_true(o->done);
-}
-
-static struct queue_envelope *envelope(const char *domain, unsigned n, ...)
-{
-    struct queue_envelope *qe = queue_envelope_alloc(n);
-    assert_non_null(qe);
-    qe->id = 0x1234;
-    snprintf(qe->sender, sizeof(qe->sender), "a@sender.test");
-    snprintf(qe->domain, sizeof(qe->domain), "%s", domain);
-    qe->content_size = sizeof(body) - 1;
-    va_list ap;
-    va_start(ap, n);
-    for (unsigned i = 0; i < n; i++) {
-        snprintf(qe->rcpts[i].addr, sizeof(qe->rcpts[i].addr), "%s@%s", va_arg(ap, const char *),
-                 domain);
-        qe->rcpts[i].state = QUEUE_RCPT_PENDING;
-    }
-    va_end(ap);
-    return qe;
+    live_run_until(e->loop, &o->done, 15000);
 }
 
 /* The delivery-log line parses and carries its fields; returns it (json_decref it). */
-static json_t *check_json(const struct outcome *o, const char *result)
+static json_t *check_json(const struct live_outcome *o, const char *result)
 {
-    json_error_t jerr;
-    json_t *j = json_loads(o->json, 0, &jerr);
-    if (!j)
-        fail_msg("delivery log line does not parse: %s: %s", jerr.text, o->json);
+    json_t *j = live_json(o);
     assert_string_equal(json_string_value(json_object_get(j, "queue_id")), "0000000000001234");
     assert_string_equal(json_string_value(json_object_get(j, "domain")), o->env->domain);
     assert_string_equal(json_string_value(json_object_get(j, "result")), result);
@@ -183,12 +79,6 @@ static json_t *check_json(const struct outcome *o, const char *result)
     return j;
 }
 
-static void assert_contains(const char *hay, const char *needle)
-{
-    if (!strstr(hay, needle))
-        fail_msg("\"%s\" not in \"%s\"", needle, hay);
-}
-
 /* ---- tests -------------------------------------------------------------------------------- */
 
 /* The primary is below the floor: delivered through the secondary, primary cached. */
@@ -197,10 +87,10 @@ static void test_secondary_after_refusal(void **state)
     (void)state;
     struct sink k;
     sink_start(&k, work, MX_NAME, "127.0.0.2=tls1.0-only", "127.0.0.3=tls1.2", NULL);
-    struct env e;
-    env_init(&e, k.port);
-    struct queue_envelope *qe = envelope("mixed.floormta.test", 1, "ok");
-    struct outcome o;
+    struct live_env e;
+    live_env_init(&e, k.port, &env_cfg);
+    struct queue_envelope *qe = live_envelope("mixed.floormta.test", 1, "ok");
+    struct live_outcome o;
     attempt(&e, qe, &o);
 
     assert_int_equal(o.rep.result, ENG_DELIVER_DELIVERED);
@@ -223,7 +113,7 @@ static void test_secondary_after_refusal(void **state)
     json_t *t = json_object_get(j, "tls");
     assert_string_equal(json_string_value(json_object_get(t, "version")), "TLSv1.2");
     assert_true(json_string_length(json_object_get(t, "cipher")) > 0);
-    assert_contains(json_string_value(json_object_get(t, "subject")), MX_NAME);
+    live_assert_contains(json_string_value(json_object_get(t, "subject")), MX_NAME);
     assert_true(json_is_string(json_object_get(t, "issuer")));
     assert_int_equal(json_string_length(json_object_get(t, "fingerprint")), 64);
     assert_string_equal(json_string_value(json_object_get(t, "session")), "full");
@@ -232,7 +122,7 @@ static void test_secondary_after_refusal(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "reason")), "none");
     assert_string_equal(json_string_value(json_object_get(j, "refused_before")),
                         "version_below_floor");
-    assert_contains(json_string_value(json_object_get(j, "smtp_reply")), "250");
+    live_assert_contains(json_string_value(json_object_get(j, "smtp_reply")), "250");
     json_decref(j);
 
     struct eng_capcache_entry ce;
@@ -246,9 +136,9 @@ static void test_secondary_after_refusal(void **state)
     sink_stop(&k, &c);
     assert_int_equal(c.messages, 1);
     assert_int_equal(c.connections, 2);
-    outcome_free(&o);
+    live_outcome_free(&o);
     queue_envelope_free(qe);
-    env_free(&e);
+    live_env_free(&e);
 }
 
 /* The only MX is below the floor: deferred with the reason; then from the cache. */
@@ -257,10 +147,10 @@ static void test_below_floor_then_cached(void **state)
     (void)state;
     struct sink k;
     sink_start(&k, work, MX_NAME, "127.0.0.2=tls1.0-only", NULL);
-    struct env e;
-    env_init(&e, k.port);
-    struct queue_envelope *qe = envelope("old.floormta.test", 2, "a", "b");
-    struct outcome o;
+    struct live_env e;
+    live_env_init(&e, k.port, &env_cfg);
+    struct queue_envelope *qe = live_envelope("old.floormta.test", 2, "a", "b");
+    struct live_outcome o;
     attempt(&e, qe, &o);
     assert_int_equal(o.rep.result, ENG_DELIVER_DEFERRED);
     assert_false(o.rep.transacted);
@@ -273,7 +163,7 @@ static void test_below_floor_then_cached(void **state)
         assert_int_equal(r->last.kind, QUEUE_RESULT_TLS);
         assert_int_equal(r->last.code / 100, 4);
         assert_string_equal(r->last.enhanced, "4.7.5");
-        assert_contains(r->last.text, "version_below_floor");
+        live_assert_contains(r->last.text, "version_below_floor");
     }
     json_t *j = check_json(&o, "deferred");
     assert_string_equal(json_string_value(json_object_get(j, "verdict")), "refuse");
@@ -281,7 +171,7 @@ static void test_below_floor_then_cached(void **state)
     json_decref(j);
 
     /* Second attempt, with the updated envelope: no connection at all. */
-    struct outcome o2;
+    struct live_outcome o2;
     attempt(&e, o.env, &o2);
     assert_int_equal(o2.rep.result, ENG_DELIVER_DEFERRED);
     assert_int_equal(o2.rep.connections, 0);
@@ -292,8 +182,8 @@ static void test_below_floor_then_cached(void **state)
         assert_int_equal(r->state, QUEUE_RCPT_DEFERRED);
         assert_int_equal(r->attempts, 2);
         assert_int_equal(r->last.kind, QUEUE_RESULT_TLS);
-        assert_contains(r->last.text, "cached refusal");
-        assert_contains(r->last.text, "version_below_floor");
+        live_assert_contains(r->last.text, "cached refusal");
+        live_assert_contains(r->last.text, "version_below_floor");
     }
     json_decref(check_json(&o2, "deferred"));
 
@@ -301,19 +191,19 @@ static void test_below_floor_then_cached(void **state)
     sink_stop(&k, &c);
     assert_int_equal(c.connections, 1);
     assert_int_equal(c.messages, 0);
-    outcome_free(&o);
-    outcome_free(&o2);
+    live_outcome_free(&o);
+    live_outcome_free(&o2);
     queue_envelope_free(qe);
-    env_free(&e);
+    live_env_free(&e);
 }
 
 static void test_null_mx(void **state)
 {
     (void)state;
-    struct env e;
-    env_init(&e, 0);
-    struct queue_envelope *qe = envelope("null.floormta.test", 2, "a", "b");
-    struct outcome o;
+    struct live_env e;
+    live_env_init(&e, 0, &env_cfg);
+    struct queue_envelope *qe = live_envelope("null.floormta.test", 2, "a", "b");
+    struct live_outcome o;
     attempt(&e, qe, &o);
     assert_int_equal(o.rep.result, ENG_DELIVER_BOUNCED);
     assert_int_equal(o.rep.dns_outcome, DNS_OUTCOME_NULLMX);
@@ -324,12 +214,12 @@ static void test_null_mx(void **state)
         assert_int_equal(r->last.kind, QUEUE_RESULT_DNS);
         assert_int_equal(r->last.code, 556);
         assert_string_equal(r->last.enhanced, "5.1.10");
-        assert_contains(r->last.text, "null_mx");
+        live_assert_contains(r->last.text, "null_mx");
     }
     json_decref(check_json(&o, "bounced"));
-    outcome_free(&o);
+    live_outcome_free(&o);
     queue_envelope_free(qe);
-    env_free(&e);
+    live_env_free(&e);
 }
 
 static void test_implicit_mx(void **state)
@@ -337,10 +227,10 @@ static void test_implicit_mx(void **state)
     (void)state;
     struct sink k;
     sink_start(&k, work, MX_NAME, "127.0.0.3=tls1.2", NULL);
-    struct env e;
-    env_init(&e, k.port);
-    struct queue_envelope *qe = envelope(MX_NAME, 1, "ok");
-    struct outcome o;
+    struct live_env e;
+    live_env_init(&e, k.port, &env_cfg);
+    struct queue_envelope *qe = live_envelope(MX_NAME, 1, "ok");
+    struct live_outcome o;
     attempt(&e, qe, &o);
     assert_int_equal(o.rep.result, ENG_DELIVER_DELIVERED);
     assert_string_equal(o.rep.mx_host, MX_NAME);
@@ -349,9 +239,9 @@ static void test_implicit_mx(void **state)
     struct sink_counters c;
     sink_stop(&k, &c);
     assert_int_equal(c.messages, 1);
-    outcome_free(&o);
+    live_outcome_free(&o);
     queue_envelope_free(qe);
-    env_free(&e);
+    live_env_free(&e);
 }
 
 static void test_per_recipient(void **state)
@@ -359,10 +249,11 @@ static void test_per_recipient(void **state)
     (void)state;
     struct sink k;
     sink_start(&k, work, MX_NAME, "127.0.0.3=valid", NULL);
-    struct env e;
-    env_init(&e, k.port);
-    struct queue_envelope *qe = envelope("good.floormta.test", 3, "tempfail-x", "reject-y", "ok");
-    struct outcome o;
+    struct live_env e;
+    live_env_init(&e, k.port, &env_cfg);
+    struct queue_envelope *qe =
+            live_envelope("good.floormta.test", 3, "tempfail-x", "reject-y", "ok");
+    struct live_outcome o;
     attempt(&e, qe, &o);
     assert_int_equal(o.rep.result, ENG_DELIVER_MIXED);
     assert_int_equal(o.rep.delivered, 1);
@@ -391,9 +282,9 @@ static void test_per_recipient(void **state)
     struct sink_counters c;
     sink_stop(&k, &c);
     assert_int_equal(c.messages, 1);
-    outcome_free(&o);
+    live_outcome_free(&o);
     queue_envelope_free(qe);
-    env_free(&e);
+    live_env_free(&e);
 }
 
 static void test_drop_data(void **state)
@@ -401,10 +292,10 @@ static void test_drop_data(void **state)
     (void)state;
     struct sink k;
     sink_start(&k, work, MX_NAME, "127.0.0.3=drop-data", NULL);
-    struct env e;
-    env_init(&e, k.port);
-    struct queue_envelope *qe = envelope("good.floormta.test", 2, "a", "b");
-    struct outcome o;
+    struct live_env e;
+    live_env_init(&e, k.port, &env_cfg);
+    struct queue_envelope *qe = live_envelope("good.floormta.test", 2, "a", "b");
+    struct live_outcome o;
     attempt(&e, qe, &o);
     assert_int_equal(o.rep.result, ENG_DELIVER_DEFERRED);
     for (unsigned i = 0; i < 2; i++) {
@@ -416,18 +307,18 @@ static void test_drop_data(void **state)
     struct sink_counters c;
     sink_stop(&k, &c);
     assert_int_equal(c.messages, 0);
-    outcome_free(&o);
+    live_outcome_free(&o);
     queue_envelope_free(qe);
-    env_free(&e);
+    live_env_free(&e);
 }
 
 static void test_nxdomain(void **state)
 {
     (void)state;
-    struct env e;
-    env_init(&e, 0);
-    struct queue_envelope *qe = envelope("nothere.floormta.test", 1, "a");
-    struct outcome o;
+    struct live_env e;
+    live_env_init(&e, 0, &env_cfg);
+    struct queue_envelope *qe = live_envelope("nothere.floormta.test", 1, "a");
+    struct live_outcome o;
     attempt(&e, qe, &o);
     assert_int_equal(o.rep.result, ENG_DELIVER_BOUNCED);
     assert_int_equal(o.rep.dns_outcome, DNS_OUTCOME_PERMFAIL);
@@ -435,39 +326,20 @@ static void test_nxdomain(void **state)
     assert_int_equal(o.env->rcpts[0].state, QUEUE_RCPT_BOUNCED);
     assert_int_equal(o.env->rcpts[0].last.kind, QUEUE_RESULT_DNS);
     assert_int_equal(o.env->rcpts[0].last.code, 550);
-    assert_contains(o.env->rcpts[0].last.text, "nxdomain");
+    live_assert_contains(o.env->rcpts[0].last.text, "nxdomain");
     json_decref(check_json(&o, "bounced"));
-    outcome_free(&o);
+    live_outcome_free(&o);
     queue_envelope_free(qe);
-    env_free(&e);
+    live_env_free(&e);
 }
 
 /* ---- fixture ------------------------------------------------------------------------------ */
 
-static int setup(void **state)
-{
-    (void)state;
-    if (live_pki_setup(work, MX_NAME, &tls) != 0)
-        return -1;
-    if (dnsq_init(&Q) != 0 || dnsq_start(&Q, zone) != 0)
-        return -1;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    dnsq_stop(&Q);
-    return live_pki_teardown(work, tls);
-}
-
 int main(void)
 {
-    int rc = live_preflight();
-    if (rc != 0)
-        return rc;
-    srand((unsigned)getpid() ^ (unsigned)time(NULL));
-    eng_log_set_level(getenv("DELIVER_LIVE_DEBUG") ? ENG_LOG_DEBUG : ENG_LOG_WARN);
+    static const struct live_suite suite = {
+        .debug_env = "DELIVER_LIVE_DEBUG", .work = work, .mx_name = MX_NAME, .zone = zone
+    };
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_secondary_after_refusal, sink_teardown),
         cmocka_unit_test_teardown(test_below_floor_then_cached, sink_teardown),
@@ -477,5 +349,5 @@ int main(void)
         cmocka_unit_test_teardown(test_drop_data, sink_teardown),
         cmocka_unit_test_teardown(test_nxdomain, sink_teardown),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return live_main(&suite, tests);
 }
