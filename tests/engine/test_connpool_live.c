@@ -13,35 +13,23 @@
  * new connection, the idle timeout, a receiver closing an idle connection, and egress
  * source addresses. Exit 77 when io_uring is unavailable.
  */
-#include <errno.h>
-#include <limits.h>
 #include <netinet/in.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <arpa/inet.h>
 #include <cmocka.h>
-#include <jansson.h>
 
-#include "engine/capcache.h"
 #include "engine/connpool.h"
 #include "engine/deliver.h"
-#include "engine/dns_loop.h"
-#include "engine/log.h"
-#include "engine/loop.h"
 #include "queue/queue.h"
 #include "tests/dns/dnsmasq_fixture.h"
+#include "tests/engine/deliver_fixture.h"
 #include "tests/engine/sink_fixture.h"
-#include "tests/pki/testpki.h"
 #include "tls/tls.h"
 
 #define MX_NAME "mx.floormta.test"
@@ -54,117 +42,44 @@ static const char zone[] = "local-ttl=60\n"
                            "mx-host=other.floormta.test,mx1.floormta.test,10\n";
 
 static char work[] = "/tmp/floormta-connpool-live-XXXXXX";
-static struct tls_ctx *tls;
-static struct dnsq Q;
-
-static const char body[] = "From: a@sender.test\r\nSubject: t\r\n\r\nhello\r\n";
 
 /* ---- one engine: loop, resolver, session cache, pool ---------------------------------------- */
 
-struct env {
-    struct eng_loop *loop;
-    struct eng_dns *dns;
-    struct tls_cache *tcache;
-    struct eng_connpool *pool;
-    uint16_t port;
-    const struct sockaddr_storage *sources;
-    unsigned nsources;
-};
+/* The egress source addresses of the env's attempts (none: env_init clears them). */
+static const struct sockaddr_storage *sources;
+static unsigned nsources;
 
-static void env_init(struct env *e, uint16_t port, const struct eng_connpool_config *pcfg)
+static void env_init(struct live_env *e, uint16_t port, const struct eng_connpool_config *pcfg)
 {
-    memset(e, 0, sizeof(*e));
-    assert_int_equal(eng_loop_new(NULL, &e->loop), 0);
-    struct dns_config dcfg = { .servers = Q.server, .timeout_ms = 1000, .tries = 2 };
-    assert_int_equal(eng_dns_new(e->loop, &dcfg, &e->dns), 0);
-    assert_int_equal(tls_cache_new(64, &e->tcache), 0);
-    struct eng_connpool_config c = pcfg ? *pcfg : (struct eng_connpool_config){ 0 };
-    c.loop = e->loop;
-    assert_int_equal(eng_connpool_new(&c, &e->pool), 0);
-    e->port = port;
+    struct live_env_config cfg = { .tls_cache = true, .pool = true, .pool_cfg = pcfg };
+    live_env_init(e, port, &cfg);
+    sources = NULL;
+    nsources = 0;
 }
 
-static void env_free(struct env *e)
+static void start(struct live_env *e, const char *domain, struct live_outcome *o)
 {
-    eng_connpool_free(e->pool);
-    eng_dns_free(e->dns);
-    eng_loop_free(e->loop);
-    tls_cache_free(e->tcache);
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* A report kept past its callback. */
-struct outcome {
-    bool done;
-    struct eng_deliver_report rep;
-    char *json;
-    char text[QUEUE_TEXT_MAX];
-};
-
-static void on_done(void *arg, const struct eng_deliver_report *rep)
-{
-    struct outcome *o = arg;
-    assert_false(o->done);
-    o->done = true;
-    o->rep = *rep;
-    o->rep.env = NULL;
-    o->json = strdup(rep->log_json);
-    o->rep.log_json = NULL;
-    snprintf(o->text, sizeof(o->text), "%s", rep->env->rcpts[0].last.text);
-}
-
-static struct queue_envelope *envelope(const char *domain)
-{
-    struct queue_envelope *qe = queue_envelope_alloc(1);
-    assert_non_null(qe);
-    qe->id = 0x1234;
-    snprintf(qe->sender, sizeof(qe->sender), "a@sender.test");
-    snprintf(qe->domain, sizeof(qe->domain), "%s", domain);
-    qe->content_size = sizeof(body) - 1;
-    snprintf(qe->rcpts[0].addr, sizeof(qe->rcpts[0].addr), "rcpt@%s", domain);
-    qe->rcpts[0].state = QUEUE_RCPT_PENDING;
-    return qe;
-}
-
-static void start(struct env *e, const char *domain, struct outcome *o)
-{
-    memset(o, 0, sizeof(*o));
-    struct eng_deliver_config cfg = {
-        .loop = e->loop,
-        .dns = e->dns,
-        .tls = tls,
-        .tls_cache = e->tcache,
-        .pool = e->pool,
-        .sources = e->sources,
-        .nsources = e->nsources,
-        .helo_name = "client.floormta.test",
-        .port = e->port,
-        .connect_timeout_ms = 5000,
-        .reply_timeout_ms = 5000,
-    };
-    struct queue_envelope *qe = envelope(domain);
-    assert_int_equal(eng_deliver_start(&cfg, qe, body, sizeof(body) - 1, on_done, o), 0);
+    struct eng_deliver_config cfg = live_deliver_config(e);
+    cfg.sources = sources;
+    cfg.nsources = nsources;
+    struct queue_envelope *qe = live_envelope(domain, 1, "rcpt");
+    live_start(&cfg, qe, o);
     queue_envelope_free(qe); /* the attempt has its own copy */
 }
 
 /* Runs the loop until every outcome is done; checks the pool never exceeds max_conns
  * (0 = no check) meanwhile. */
-static void run_until_done(struct env *e, struct outcome *o, unsigned n, unsigned max_conns)
+static void run_until_done(struct live_env *e, struct live_outcome *o, unsigned n,
+                           unsigned max_conns)
 {
-    uint64_t end = now_ms() + 20000;
+    uint64_t end = live_now_ms() + 20000;
     for (;;) {
         unsigned done = 0;
         for (unsigned i = 0; i < n; i++)
             done += o[i].done;
         if (done == n)
             return;
-        if (now_ms() > end)
+        if (live_now_ms() > end)
             fail_msg("%u of %u attempts finished", done, n);
         assert_true(eng_loop_run_once(e->loop, 20) >= 0);
         if (max_conns) {
@@ -175,32 +90,10 @@ static void run_until_done(struct env *e, struct outcome *o, unsigned n, unsigne
     }
 }
 
-static void attempt(struct env *e, const char *domain, struct outcome *o)
+static void attempt(struct live_env *e, const char *domain, struct live_outcome *o)
 {
     start(e, domain, o);
     run_until_done(e, o, 1, 0);
-}
-
-static void outcome_free(struct outcome *o)
-{
-    free(o->json);
-    o->json = NULL;
-}
-
-static void assert_json_field(const struct outcome *o, const char *path1, const char *path2,
-                              const char *want)
-{
-    json_error_t jerr;
-    json_t *j = json_loads(o->json, 0, &jerr);
-    if (!j)
-        fail_msg("delivery log line does not parse: %s", o->json);
-    json_t *v = json_object_get(j, path1);
-    if (path2)
-        v = json_object_get(v, path2);
-    if (!json_is_string(v) || strcmp(json_string_value(v), want) != 0)
-        fail_msg("%s%s%s is not \"%s\" in %s", path1, path2 ? "." : "", path2 ? path2 : "", want,
-                 o->json);
-    json_decref(j);
 }
 
 /* ---- tests ------------------------------------------------------------------------------- */
@@ -212,9 +105,9 @@ static void test_reuse(void **state)
     (void)state;
     struct sink k;
     sink_start(&k, work, MX_NAME, "127.0.0.3=tls1.3", NULL);
-    struct env e;
+    struct live_env e;
     env_init(&e, k.port, NULL);
-    struct outcome o;
+    struct live_outcome o;
     for (unsigned i = 0; i < 6; i++) {
         attempt(&e, i % 2 ? "also.floormta.test" : "good.floormta.test", &o);
         assert_int_equal(o.rep.result, ENG_DELIVER_DELIVERED);
@@ -222,15 +115,15 @@ static void test_reuse(void **state)
         assert_int_equal(o.rep.connections, i == 0 ? 1 : 0);
         assert_true(o.rep.verdict.pass);
         assert_string_equal(o.rep.mx_host, MX_NAME);
-        assert_json_field(&o, "connection", NULL, i > 0 ? "reused" : "new");
-        outcome_free(&o);
+        live_assert_json_str(&o, "connection", NULL, i > 0 ? "reused" : "new");
+        live_outcome_free(&o);
     }
     struct eng_connpool_stats st;
     eng_connpool_stats(e.pool, &st);
     assert_int_equal(st.connects, 1);
     assert_int_equal(st.reuses, 5);
     assert_int_equal(st.idle, 1);
-    env_free(&e); /* QUIT */
+    live_env_free(&e); /* QUIT */
     struct sink_counters c;
     sink_stop(&k, &c);
     assert_int_equal(c.messages, 6);
@@ -246,10 +139,10 @@ static void test_per_host_limit(void **state)
     (void)state;
     struct sink k;
     sink_start(&k, work, MX_NAME, "127.0.0.3=tls1.3", NULL);
-    struct env e;
+    struct live_env e;
     struct eng_connpool_config pcfg = { .max_per_host = 2 };
     env_init(&e, k.port, &pcfg);
-    struct outcome o[8];
+    struct live_outcome o[8];
     for (unsigned i = 0; i < 8; i++)
         start(&e, "good.floormta.test", &o[i]);
     run_until_done(&e, o, 8, 2);
@@ -257,7 +150,7 @@ static void test_per_host_limit(void **state)
     for (unsigned i = 0; i < 8; i++) {
         assert_int_equal(o[i].rep.result, ENG_DELIVER_DELIVERED);
         reused += o[i].rep.reused;
-        outcome_free(&o[i]);
+        live_outcome_free(&o[i]);
     }
     assert_int_equal(reused, 6);
     struct eng_connpool_stats st;
@@ -265,7 +158,7 @@ static void test_per_host_limit(void **state)
     assert_int_equal(st.connects, 2);
     assert_true(st.waits >= 6);
     assert_int_equal(st.waiting, 0);
-    env_free(&e);
+    live_env_free(&e);
     struct sink_counters c;
     sink_stop(&k, &c);
     assert_int_equal(c.messages, 8);
@@ -279,10 +172,10 @@ static void test_msgs_per_conn_and_resumption(void **state)
     (void)state;
     struct sink k;
     sink_start(&k, work, MX_NAME, "127.0.0.3=tls1.3", NULL);
-    struct env e;
+    struct live_env e;
     struct eng_connpool_config pcfg = { .max_msgs_per_conn = 2 };
     env_init(&e, k.port, &pcfg);
-    struct outcome o;
+    struct live_outcome o;
     unsigned resumed = 0, fresh = 0;
     for (unsigned i = 0; i < 5; i++) {
         attempt(&e, "good.floormta.test", &o);
@@ -291,18 +184,18 @@ static void test_msgs_per_conn_and_resumption(void **state)
         if (!o.rep.reused) {
             fresh++;
             resumed += o.rep.verdict.ev.resumed;
-            assert_json_field(&o, "tls", "session", i == 0 ? "full" : "resumed");
+            live_assert_json_str(&o, "tls", "session", i == 0 ? "full" : "resumed");
             /* A resumed session is judged on the chain it was verified with. */
             assert_true(o.rep.verdict.ev.has_cert);
         }
-        outcome_free(&o);
+        live_outcome_free(&o);
     }
     assert_int_equal(fresh, 3);
     assert_int_equal(resumed, 2);
     struct tls_cache_stats ts;
     tls_cache_stats(e.tcache, &ts);
     assert_true(ts.hits >= 2);
-    env_free(&e);
+    live_env_free(&e);
     struct sink_counters c;
     sink_stop(&k, &c);
     assert_int_equal(c.messages, 5);
@@ -317,18 +210,18 @@ static void test_idle_timeout(void **state)
     (void)state;
     struct sink k;
     sink_start(&k, work, MX_NAME, "127.0.0.3=tls1.3", NULL);
-    struct env e;
+    struct live_env e;
     struct eng_connpool_config pcfg = { .idle_timeout_ms = 200 };
     env_init(&e, k.port, &pcfg);
-    struct outcome o;
+    struct live_outcome o;
     attempt(&e, "good.floormta.test", &o);
     assert_int_equal(o.rep.result, ENG_DELIVER_DELIVERED);
-    outcome_free(&o);
+    live_outcome_free(&o);
     struct eng_connpool_stats st;
     eng_connpool_stats(e.pool, &st);
     assert_int_equal(st.idle, 1);
-    uint64_t end = now_ms() + 5000;
-    while (st.total > 0 && now_ms() < end) {
+    uint64_t end = live_now_ms() + 5000;
+    while (st.total > 0 && live_now_ms() < end) {
         assert_true(eng_loop_run_once(e.loop, 50) >= 0);
         eng_connpool_stats(e.pool, &st);
     }
@@ -339,8 +232,8 @@ static void test_idle_timeout(void **state)
     attempt(&e, "good.floormta.test", &o);
     assert_int_equal(o.rep.result, ENG_DELIVER_DELIVERED);
     assert_false(o.rep.reused);
-    outcome_free(&o);
-    env_free(&e);
+    live_outcome_free(&o);
+    live_env_free(&e);
     struct sink_counters c;
     sink_stop(&k, &c);
     assert_int_equal(c.messages, 2);
@@ -354,19 +247,19 @@ static void test_receiver_closes_idle(void **state)
     (void)state;
     struct sink k;
     sink_start(&k, work, MX_NAME, "127.0.0.3=tls1.3", NULL);
-    struct env e;
+    struct live_env e;
     env_init(&e, k.port, NULL);
-    struct outcome o;
+    struct live_outcome o;
     attempt(&e, "good.floormta.test", &o);
     assert_int_equal(o.rep.result, ENG_DELIVER_DELIVERED);
-    outcome_free(&o);
+    live_outcome_free(&o);
     struct sink_counters c;
     sink_stop(&k, &c);
     assert_int_equal(c.messages, 1);
     struct eng_connpool_stats st;
     eng_connpool_stats(e.pool, &st);
-    uint64_t end = now_ms() + 5000;
-    while (st.total > 0 && now_ms() < end) {
+    uint64_t end = live_now_ms() + 5000;
+    while (st.total > 0 && live_now_ms() < end) {
         assert_true(eng_loop_run_once(e.loop, 50) >= 0);
         eng_connpool_stats(e.pool, &st);
     }
@@ -377,8 +270,8 @@ static void test_receiver_closes_idle(void **state)
     assert_int_equal(o.rep.result, ENG_DELIVER_DEFERRED);
     assert_false(o.rep.reused);
     assert_int_equal(o.rep.connections, 1);
-    outcome_free(&o);
-    env_free(&e);
+    live_outcome_free(&o);
+    live_env_free(&e);
 }
 
 /* One connection in the whole pool: the idle one to mx is closed to make room for
@@ -388,10 +281,10 @@ static void test_total_limit(void **state)
     (void)state;
     struct sink k;
     sink_start(&k, work, MX_NAME, "127.0.0.3=tls1.3", "127.0.0.2=wildcard", NULL);
-    struct env e;
+    struct live_env e;
     struct eng_connpool_config pcfg = { .max_total = 1 };
     env_init(&e, k.port, &pcfg);
-    struct outcome o[2];
+    struct live_outcome o[2];
     attempt(&e, "good.floormta.test", &o[0]);
     assert_int_equal(o[0].rep.result, ENG_DELIVER_DELIVERED);
     start(&e, "other.floormta.test", &o[1]);
@@ -403,9 +296,9 @@ static void test_total_limit(void **state)
     assert_int_equal(st.connects, 2);
     assert_int_equal(st.idle_quits, 1);
     assert_int_equal(st.waits, 1);
-    outcome_free(&o[0]);
-    outcome_free(&o[1]);
-    env_free(&e);
+    live_outcome_free(&o[0]);
+    live_outcome_free(&o[1]);
+    live_env_free(&e);
     struct sink_counters c;
     sink_stop(&k, &c);
     assert_int_equal(c.messages, 2);
@@ -429,27 +322,27 @@ static void test_egress_source(void **state)
     (void)state;
     struct sink k;
     sink_start(&k, work, MX_NAME, "127.0.0.3=tls1.3", NULL);
-    struct env e;
+    struct live_env e;
     env_init(&e, k.port, NULL);
     struct sockaddr_storage good = source_v4("127.0.0.9");
-    e.sources = &good;
-    e.nsources = 1;
-    struct outcome o;
+    sources = &good;
+    nsources = 1;
+    struct live_outcome o;
     attempt(&e, "good.floormta.test", &o);
     assert_int_equal(o.rep.result, ENG_DELIVER_DELIVERED);
-    outcome_free(&o);
-    env_free(&e);
+    live_outcome_free(&o);
+    live_env_free(&e);
 
     env_init(&e, k.port, NULL);
     struct sockaddr_storage bad = source_v4("192.0.2.77"); /* TEST-NET-1: not ours */
-    e.sources = &bad;
-    e.nsources = 1;
+    sources = &bad;
+    nsources = 1;
     attempt(&e, "good.floormta.test", &o);
     assert_int_equal(o.rep.result, ENG_DELIVER_DEFERRED);
-    if (!strstr(o.text, "assign requested address"))
-        fail_msg("expected a bind failure, got: %s", o.text);
-    outcome_free(&o);
-    env_free(&e);
+    if (!strstr(o.env->rcpts[0].last.text, "assign requested address"))
+        fail_msg("expected a bind failure, got: %s", o.env->rcpts[0].last.text);
+    live_outcome_free(&o);
+    live_env_free(&e);
     struct sink_counters c;
     sink_stop(&k, &c);
     assert_int_equal(c.messages, 1);
@@ -458,31 +351,11 @@ static void test_egress_source(void **state)
 
 /* ---- fixture ------------------------------------------------------------------------------ */
 
-static int setup(void **state)
-{
-    (void)state;
-    if (live_pki_setup(work, MX_NAME, &tls) != 0)
-        return -1;
-    if (dnsq_init(&Q) != 0 || dnsq_start(&Q, zone) != 0)
-        return -1;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    dnsq_stop(&Q);
-    return live_pki_teardown(work, tls);
-}
-
 int main(void)
 {
-    int rc = live_preflight();
-    if (rc != 0)
-        return rc;
-    srand((unsigned)getpid() ^ (unsigned)time(NULL));
-    signal(SIGPIPE, SIG_IGN);
-    eng_log_set_level(getenv("CONNPOOL_LIVE_DEBUG") ? ENG_LOG_DEBUG : ENG_LOG_WARN);
+    static const struct live_suite suite = {
+        .debug_env = "CONNPOOL_LIVE_DEBUG", .work = work, .mx_name = MX_NAME, .zone = zone
+    };
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_reuse, sink_teardown),
         cmocka_unit_test_teardown(test_per_host_limit, sink_teardown),
@@ -492,5 +365,5 @@ int main(void)
         cmocka_unit_test_teardown(test_total_limit, sink_teardown),
         cmocka_unit_test_teardown(test_egress_source, sink_teardown),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return live_main(&suite, tests);
 }

@@ -18,20 +18,16 @@
  * connection was made and that only the passing profiles received a message.
  * Exit 77 when io_uring is unavailable; dnsmasq missing is a failure.
  */
-#include <errno.h>
 #include <limits.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -41,11 +37,9 @@
 
 #include "engine/capcache.h"
 #include "engine/deliver.h"
-#include "engine/dns_loop.h"
-#include "engine/log.h"
-#include "engine/loop.h"
 #include "queue/queue.h"
 #include "tests/dns/dnsmasq_fixture.h"
+#include "tests/engine/deliver_fixture.h"
 #include "tests/engine/sink_fixture.h"
 #include "tests/pki/testpki.h"
 #include "tls/tls.h"
@@ -79,8 +73,6 @@ static const struct prof profs[] = {
 #define NPROF (sizeof(profs) / sizeof(profs[0]))
 
 static char work[] = "/tmp/floormta-profiles-live-XXXXXX";
-static struct tls_ctx *tls;
-static struct dnsq Q;
 static struct sink K;
 static bool sink_running;
 
@@ -99,75 +91,13 @@ static struct row rows[NPROF];
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
-struct outcome {
-    bool done;
-    struct eng_deliver_report rep;
-    struct queue_envelope *env;
-    char *json;
-};
-
-static void on_done(void *arg, const struct eng_deliver_report *rep)
+/* One attempt of qe on e, with the capability cache; waits for its report. */
+static void attempt(struct live_env *e, const struct queue_envelope *qe, struct live_outcome *o)
 {
-    struct outcome *o = arg;
+    struct eng_deliver_config cfg = live_deliver_config(e);
+    live_start(&cfg, qe, o);
     assert_false(o->done);
-    o->done = true;
-    o->rep = *rep;
-    o->env = queue_envelope_dup(rep->env);
-    o->json = strdup(rep->log_json);
-    o->rep.env = o->env;
-    o->rep.log_json = o->json;
-}
-
-static void outcome_free(struct outcome *o)
-{
-    queue_envelope_free(o->env);
-    free(o->json);
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static const char body[] = "From: a@sender.test\r\nSubject: t\r\n\r\nhello\r\n";
-
-/* One attempt of qe on loop / dns with the capability cache cap; waits for its report. */
-static void attempt(struct eng_loop *loop, struct eng_dns *dns, struct eng_capcache *cap,
-                    const struct queue_envelope *qe, struct outcome *o)
-{
-    memset(o, 0, sizeof(*o));
-    struct eng_deliver_config cfg = {
-        .loop = loop,
-        .dns = dns,
-        .tls = tls,
-        .capcache = cap,
-        .helo_name = "client.floormta.test",
-        .port = K.port,
-        .connect_timeout_ms = 5000,
-        .reply_timeout_ms = 5000,
-    };
-    assert_int_equal(eng_deliver_start(&cfg, qe, body, sizeof(body) - 1, on_done, o), 0);
-    assert_false(o->done);
-    uint64_t end = now_ms() + 15000;
-    while (!o->done && now_ms() < end)
-        assert_true(eng_loop_run_once(loop, 50) >= 0);
-    assert_true(o->done);
-}
-
-static void assert_contains(const char *hay, const char *needle)
-{
-    if (!strstr(hay, needle))
-        fail_msg("\"%s\" not in \"%s\"", needle, hay);
-}
-
-static const char *jstr(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    if (!json_is_string(v))
-        fail_msg("delivery log field %s is not a string", key);
-    return json_string_value(v);
+    live_run_until(e->loop, &o->done, 15000);
 }
 
 /* The SHA-256 (lowercase hex) of the first certificate in path: the leaf a listener
@@ -190,7 +120,8 @@ static void leaf_fingerprint(const char *path, char out[65])
 
 /* ---- one profile -------------------------------------------------------------------------- */
 
-static void check_delivered(const struct row *r, const struct outcome *o, struct eng_capcache *cap)
+static void check_delivered(const struct row *r, const struct live_outcome *o,
+                            struct eng_capcache *cap)
 {
     const struct prof *p = r->p;
     assert_int_equal(o->rep.result, ENG_DELIVER_DELIVERED);
@@ -211,28 +142,26 @@ static void check_delivered(const struct row *r, const struct outcome *o, struct
     char path[PATH_MAX + 32], fp[65];
     snprintf(path, sizeof(path), "%s/%s.crt", r->pki, p->cert);
     leaf_fingerprint(path, fp);
-    json_error_t jerr;
-    json_t *j = json_loads(o->json, 0, &jerr);
-    if (!j)
-        fail_msg("delivery log line does not parse: %s: %s", jerr.text, o->json);
-    assert_string_equal(jstr(j, "result"), "delivered");
-    assert_string_equal(jstr(j, "verdict"), "pass");
-    assert_string_equal(jstr(j, "reason"), "none");
-    assert_string_equal(jstr(j, "mx"), r->mx);
+    json_t *j = live_json(o);
+    assert_string_equal(live_json_str(j, "result"), "delivered");
+    assert_string_equal(live_json_str(j, "verdict"), "pass");
+    assert_string_equal(live_json_str(j, "reason"), "none");
+    assert_string_equal(live_json_str(j, "mx"), r->mx);
     json_t *t = json_object_get(j, "tls");
     if (!json_is_object(t))
         fail_msg("delivery log line has no tls object: %s", o->json);
-    assert_string_equal(jstr(t, "version"), tls_version_name(p->version));
-    assert_string_equal(jstr(t, "cipher"), o->rep.verdict.ev.cipher);
+    assert_string_equal(live_json_str(t, "version"), tls_version_name(p->version));
+    assert_string_equal(live_json_str(t, "cipher"), o->rep.verdict.ev.cipher);
     assert_true(strlen(o->rep.verdict.ev.cipher) > 0);
-    assert_string_equal(jstr(t, "fingerprint"), fp);
-    assert_contains(jstr(t, "subject"), r->mx);
+    assert_string_equal(live_json_str(t, "fingerprint"), fp);
+    live_assert_contains(live_json_str(t, "subject"), r->mx);
     json_decref(j);
 
     assert_int_equal(eng_capcache_check(cap, r->mx, K.port, time(NULL), NULL), ENG_CAPCACHE_PASSED);
 }
 
-static void check_refused(const struct row *r, const struct outcome *o, struct eng_capcache *cap)
+static void check_refused(const struct row *r, const struct live_outcome *o,
+                          struct eng_capcache *cap)
 {
     const struct prof *p = r->p;
     const char *why = tls_reason_name(p->reason);
@@ -251,12 +180,9 @@ static void check_refused(const struct row *r, const struct outcome *o, struct e
     assert_int_equal(rc->last.code / 100, 4);
     bool no_tls = p->reason == TLS_REASON_NO_STARTTLS || p->reason == TLS_REASON_STARTTLS_REFUSED;
     assert_string_equal(rc->last.enhanced, no_tls ? "4.7.4" : "4.7.5");
-    assert_contains(rc->last.text, why);
+    live_assert_contains(rc->last.text, why);
 
-    json_error_t jerr;
-    json_t *j = json_loads(o->json, 0, &jerr);
-    if (!j)
-        fail_msg("delivery log line does not parse: %s: %s", jerr.text, o->json);
+    json_t *j = live_json(o);
     /* A certificate refusal names the certificate it saw (this listener's), in the
      * recipient's result and in the log line's evidence, with the version and cipher. */
     json_t *t = json_object_get(j, "tls");
@@ -265,18 +191,18 @@ static void check_refused(const struct row *r, const struct outcome *o, struct e
         snprintf(path, sizeof(path), "%s/%s.crt", r->pki, p->cert);
         leaf_fingerprint(path, fp);
         snprintf(needle, sizeof(needle), "sha256=%s", fp);
-        assert_contains(rc->last.text, needle);
+        live_assert_contains(rc->last.text, needle);
         assert_true(json_is_object(t));
-        assert_string_equal(jstr(t, "fingerprint"), fp);
-        assert_string_equal(jstr(t, "version"), "TLSv1.3");
-        assert_true(strlen(jstr(t, "cipher")) > 0);
-        assert_true(strlen(jstr(t, "subject")) > 0);
+        assert_string_equal(live_json_str(t, "fingerprint"), fp);
+        assert_string_equal(live_json_str(t, "version"), "TLSv1.3");
+        assert_true(strlen(live_json_str(t, "cipher")) > 0);
+        assert_true(strlen(live_json_str(t, "subject")) > 0);
     } else if (no_tls) {
         assert_true(json_is_null(t)); /* no TLS at all: no evidence but the reason */
     }
-    assert_string_equal(jstr(j, "result"), "deferred");
-    assert_string_equal(jstr(j, "verdict"), "refuse");
-    assert_string_equal(jstr(j, "reason"), why);
+    assert_string_equal(live_json_str(j, "result"), "deferred");
+    assert_string_equal(live_json_str(j, "verdict"), "refuse");
+    assert_string_equal(live_json_str(j, "reason"), why);
     json_decref(j);
 
     struct eng_capcache_entry ce;
@@ -289,25 +215,12 @@ static void test_profile(void **state)
     struct row *r = *state;
     const struct prof *p = r->p;
     assert_true(sink_running);
-    struct eng_loop *loop = NULL;
-    struct eng_dns *dns = NULL;
-    struct eng_capcache *cap = NULL;
-    assert_int_equal(eng_loop_new(NULL, &loop), 0);
-    struct dns_config dcfg = { .servers = Q.server, .timeout_ms = 1000, .tries = 2 };
-    assert_int_equal(eng_dns_new(loop, &dcfg, &dns), 0);
-    assert_int_equal(eng_capcache_new(NULL, &cap), 0);
+    struct live_env e;
+    live_env_init(&e, K.port, &(struct live_env_config){ .capcache = true });
+    struct queue_envelope *qe = live_envelope(r->domain, 1, "ok");
 
-    struct queue_envelope *qe = queue_envelope_alloc(1);
-    assert_non_null(qe);
-    qe->id = 0x1234;
-    snprintf(qe->sender, sizeof(qe->sender), "a@sender.test");
-    snprintf(qe->domain, sizeof(qe->domain), "%s", r->domain);
-    snprintf(qe->rcpts[0].addr, sizeof(qe->rcpts[0].addr), "ok@%s", r->domain);
-    qe->rcpts[0].state = QUEUE_RCPT_PENDING;
-    qe->content_size = sizeof(body) - 1;
-
-    struct outcome o;
-    attempt(loop, dns, cap, qe, &o);
+    struct live_outcome o;
+    attempt(&e, qe, &o);
     if (o.rep.transacted)
         snprintf(r->seen, sizeof(r->seen), "%s: %s %s", eng_deliver_result_name(o.rep.result),
                  tls_version_name(o.rep.verdict.ev.version), o.rep.verdict.ev.cipher);
@@ -315,12 +228,12 @@ static void test_profile(void **state)
         snprintf(r->seen, sizeof(r->seen), "%s: %.200s", eng_deliver_result_name(o.rep.result),
                  o.env->rcpts[0].last.text);
     if (p->reason == TLS_REASON_NONE) {
-        check_delivered(r, &o, cap);
+        check_delivered(r, &o, e.cap);
     } else {
-        check_refused(r, &o, cap);
+        check_refused(r, &o, e.cap);
         /* Right after: skipped from the capability cache, no connection. */
-        struct outcome o2;
-        attempt(loop, dns, cap, o.env, &o2);
+        struct live_outcome o2;
+        attempt(&e, o.env, &o2);
         assert_int_equal(o2.rep.result, ENG_DELIVER_DEFERRED);
         assert_int_equal(o2.rep.connections, 0);
         assert_int_equal(o2.rep.skipped_cached, 1);
@@ -330,15 +243,13 @@ static void test_profile(void **state)
         assert_int_equal(rc->state, QUEUE_RCPT_DEFERRED);
         assert_int_equal(rc->attempts, 2);
         assert_int_equal(rc->last.kind, QUEUE_RESULT_TLS);
-        assert_contains(rc->last.text, "cached refusal");
-        assert_contains(rc->last.text, tls_reason_name(p->reason));
-        outcome_free(&o2);
+        live_assert_contains(rc->last.text, "cached refusal");
+        live_assert_contains(rc->last.text, tls_reason_name(p->reason));
+        live_outcome_free(&o2);
     }
-    outcome_free(&o);
+    live_outcome_free(&o);
     queue_envelope_free(qe);
-    eng_dns_free(dns);
-    eng_loop_free(loop);
-    eng_capcache_free(cap);
+    live_env_free(&e);
 }
 
 /* Last: per listener, one connection (the second attempts never connected) and a message
@@ -438,9 +349,9 @@ static int setup(void **state)
     if (fclose(rf) != 0 || zn >= sizeof(zone))
         return -1;
     struct tls_client_config cfg = { .ca_file = roots };
-    if (tls_ctx_new_client(&cfg, &tls) != 0)
+    if (tls_ctx_new_client(&cfg, &live_tls) != 0)
         return -1;
-    if (dnsq_init(&Q) != 0 || dnsq_start(&Q, zone) != 0)
+    if (dnsq_init(&live_dns) != 0 || dnsq_start(&live_dns, zone) != 0)
         return -1;
     sink_start_list(&K, work, "mx.floormta.test", specs, NPROF);
     sink_running = true;
@@ -451,17 +362,15 @@ static int teardown(void **state)
 {
     (void)state;
     sink_kill_leftover();
-    dnsq_stop(&Q);
-    return live_pki_teardown(work, tls);
+    dnsq_stop(&live_dns);
+    return live_pki_teardown(work, live_tls);
 }
 
 int main(void)
 {
-    int rc = live_preflight();
+    int rc = live_main_init("PROFILES_LIVE_DEBUG");
     if (rc != 0)
         return rc;
-    srand((unsigned)getpid() ^ (unsigned)time(NULL));
-    eng_log_set_level(getenv("PROFILES_LIVE_DEBUG") ? ENG_LOG_DEBUG : ENG_LOG_WARN);
     struct CMUnitTest tests[NPROF + 1];
     memset(tests, 0, sizeof(tests));
     for (size_t i = 0; i < NPROF; i++) {
