@@ -3,8 +3,9 @@
  * sink (sink_fixture.h, included here): an engine env (loop, resolver against the test's
  * dnsmasq, and the caches and connection pool a test asks for), a delivery attempt's
  * report kept past its callback, running the loop until it is done, a one-message
- * envelope, the delivery-log line parsed and its string fields asserted, and main() with
- * the cmocka group set-up of the test PKI and dnsmasq.
+ * envelope, the delivery-log line parsed and its string fields asserted, a worker on its
+ * own env and spool (the spool helpers also serve the group test), and main() with the
+ * cmocka group set-up of the test PKI and dnsmasq.
  * Header-only (each test is its own executable). Include after <cmocka.h>.
  */
 #ifndef FLOORMTA_TESTS_ENGINE_DELIVER_FIXTURE_H
@@ -29,6 +30,7 @@
 #include "engine/dns_loop.h"
 #include "engine/log.h"
 #include "engine/loop.h"
+#include "engine/worker.h"
 #include "queue/queue.h"
 #include "tests/dns/dnsmasq_fixture.h"
 #include "tests/engine/sink_fixture.h"
@@ -237,6 +239,139 @@ __attribute__((unused)) static void live_assert_contains(const char *hay, const 
 {
     if (!strstr(hay, needle))
         fail_msg("\"%s\" not in \"%s\"", needle, hay);
+}
+
+/* ---- a spool, and one worker on its own env and spool ------------------------------------- */
+
+__attribute__((unused)) static void live_spool_open(const char *dir, struct queue_spool **spool)
+{
+    struct queue_spool_config scfg = { .dir = dir, .min_free_bytes = 1 };
+    assert_int_equal(queue_spool_open(&scfg, spool), 0);
+}
+
+__attribute__((unused)) static int live_count_one(void *arg, const struct queue_envelope *env)
+{
+    (void)env;
+    (*(unsigned *)arg)++;
+    return 0;
+}
+
+/* How many unfinished messages a fresh recovery of the spool in dir finds (nothing else
+ * may be using *spool): closes *spool and leaves it open again, recovered. */
+__attribute__((unused)) static unsigned live_spool_count(const char *dir,
+                                                         struct queue_spool **spool)
+{
+    queue_spool_close(*spool);
+    live_spool_open(dir, spool);
+    unsigned n = 0;
+    struct queue_recover_stats rs;
+    assert_int_equal(queue_spool_recover(*spool, live_count_one, &n, &rs), 0);
+    return n;
+}
+
+struct live_rig {
+    struct live_env e; /* with a capability cache */
+    struct queue_spool *spool;
+    struct eng_worker *w;
+    struct queue_retry_config retry; /* the worker's */
+    char dir[PATH_MAX];
+};
+
+/* Makes and starts r's worker on its env and spool. */
+__attribute__((unused)) static void live_rig_worker_open(struct live_rig *r)
+{
+    struct eng_worker_config cfg = {
+        .loop = r->e.loop,
+        .spool = r->spool,
+        .dns = r->e.dns,
+        .tls = live_tls,
+        .capcache = r->e.cap,
+        .retry = r->retry,
+        .helo_name = "client.floormta.test",
+        .reporting_mta = "mta.floormta.test",
+        .port = r->e.port,
+        .connect_timeout_ms = 5000,
+        .reply_timeout_ms = 5000,
+    };
+    assert_int_equal(eng_worker_new(&cfg, &r->w), 0);
+    assert_int_equal(eng_worker_start(r->w), 0);
+}
+
+/* Opens r: a spool in work/name, an env (with a capability cache), and a started
+ * worker delivering to port with live_tls and retry (NULL: the defaults). */
+__attribute__((unused)) static void live_rig_open(struct live_rig *r, const char *work,
+                                                  const char *name, uint16_t port,
+                                                  const struct queue_retry_config *retry)
+{
+    memset(r, 0, sizeof(*r));
+    snprintf(r->dir, sizeof(r->dir), "%s/%s", work, name);
+    if (retry)
+        r->retry = *retry;
+    live_env_init(&r->e, port, &(struct live_env_config){ .capcache = true });
+    live_spool_open(r->dir, &r->spool);
+    live_rig_worker_open(r);
+}
+
+/* Frees r's worker (if still there): the spool and env stay. */
+__attribute__((unused)) static void live_rig_stop(struct live_rig *r)
+{
+    eng_worker_free(r->w);
+    r->w = NULL;
+}
+
+/* Frees the worker (if still there), the env and the spool. */
+__attribute__((unused)) static void live_rig_close(struct live_rig *r)
+{
+    live_rig_stop(r);
+    live_env_free(&r->e);
+    queue_spool_close(r->spool);
+}
+
+__attribute__((unused)) static struct eng_worker_stats live_rig_stats(const struct live_rig *r)
+{
+    struct eng_worker_stats s;
+    eng_worker_stats(r->w, &s);
+    return s;
+}
+
+/* Runs r's loop until field of its worker's stats reaches want (or fails after ms). */
+#define LIVE_RIG_RUN_UNTIL(r, field, want, ms)                                                 \
+    do {                                                                                       \
+        uint64_t end_ = live_now_ms() + (ms);                                                  \
+        while (live_rig_stats(r).field < (want) && live_now_ms() < end_)                       \
+            assert_true(eng_loop_run_once((r)->e.loop, 10) >= 0);                              \
+        if (live_rig_stats(r).field < (want))                                                  \
+            fail_msg("worker stats " #field "=%llu, wanted %llu",                              \
+                     (unsigned long long)live_rig_stats(r).field, (unsigned long long)(want)); \
+    } while (0)
+
+/* What eng_worker_enqueue reported. */
+struct live_queued {
+    unsigned done;
+    queue_id_t id;
+    int res;
+};
+
+/* eng_worker_enqueue's callback for a struct live_queued (arg). */
+__attribute__((unused)) static void live_on_queued(void *arg, queue_id_t id, int res)
+{
+    struct live_queued *q = arg;
+    q->done++;
+    q->id = id;
+    q->res = res;
+}
+
+/* Runs r's loop until the message of q is durable (5 s at most); returns its id. */
+__attribute__((unused)) static queue_id_t live_rig_await_queued(struct live_rig *r,
+                                                                const struct live_queued *q)
+{
+    uint64_t end = live_now_ms() + 5000;
+    while (!q->done && live_now_ms() < end)
+        assert_true(eng_loop_run_once(r->e.loop, 50) >= 0);
+    assert_int_equal(q->done, 1);
+    assert_int_equal(q->res, 0);
+    assert_true(q->id != 0);
+    return q->id;
 }
 
 /* ---- main() and the cmocka group set-up --------------------------------------------------- */

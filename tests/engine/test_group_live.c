@@ -15,21 +15,20 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "engine/group.h"
-#include "engine/log.h"
 #include "queue/queue.h"
 #include "tests/dns/dnsmasq_fixture.h"
+#include "tests/engine/deliver_fixture.h"
 #include "tests/engine/sink_fixture.h"
 #include "tls/tls.h"
 
@@ -40,15 +39,6 @@
 #define TIMEOUT_S 60
 
 static char work[] = "/tmp/floormta-group-live-XXXXXX";
-static struct tls_ctx *tls;
-static struct dnsq Q;
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* ---- a group on a spool ------------------------------------------------------------------- */
 
@@ -58,12 +48,6 @@ struct rig {
     char dir[256];
 };
 
-static void spool_open(struct rig *r)
-{
-    struct queue_spool_config scfg = { .dir = r->dir, .min_free_bytes = 1 };
-    assert_int_equal(queue_spool_open(&scfg, &r->spool), 0);
-}
-
 static void group_open(struct rig *r, unsigned n, uint16_t port,
                        const struct queue_retry_config *retry)
 {
@@ -71,8 +55,8 @@ static void group_open(struct rig *r, unsigned n, uint16_t port,
         .spool = r->spool,
         .spool_dir = r->dir,
         .nworkers = n,
-        .dns = { .servers = Q.server, .timeout_ms = 1000, .tries = 2 },
-        .tls = tls,
+        .dns = { .servers = live_dns.server, .timeout_ms = 1000, .tries = 2 },
+        .tls = live_tls,
         .worker = {
             .helo_name = "client.floormta.test",
             .reporting_mta = "mta.floormta.test",
@@ -92,7 +76,7 @@ static void rig_open(struct rig *r, const char *name, unsigned n, uint16_t port,
 {
     memset(r, 0, sizeof(*r));
     snprintf(r->dir, sizeof(r->dir), "%s/%s", work, name);
-    spool_open(r);
+    live_spool_open(r->dir, &r->spool);
     group_open(r, n, port, retry);
 }
 
@@ -119,8 +103,8 @@ static struct eng_group_worker_stats wstats(const struct rig *r, unsigned i)
 /* Waits (the workers run on their own threads) until the summed field reaches want. */
 #define WAIT_TOTAL(r, field, want)                                                    \
     do {                                                                              \
-        uint64_t end_ = now_ms() + TIMEOUT_S * 1000;                                  \
-        while (total(r).field < (want) && now_ms() < end_)                            \
+        uint64_t end_ = live_now_ms() + TIMEOUT_S * 1000;                             \
+        while (total(r).field < (want) && live_now_ms() < end_)                       \
             usleep(10 * 1000);                                                        \
         if (total(r).field < (want))                                                  \
             fail_msg("group stats " #field "=%llu, wanted %llu",                      \
@@ -158,25 +142,6 @@ static void enqueue(struct rig *r, const char *domain, const char *local, const 
         usleep(1000);
     assert_int_equal(rc, 0);
     queue_envelope_free(qe); /* copied */
-}
-
-static int count_one(void *arg, const struct queue_envelope *env)
-{
-    (void)env;
-    (*(unsigned *)arg)++;
-    return 0;
-}
-
-/* How many unfinished messages a fresh recovery of the rig's spool finds (the group must
- * be stopped). Leaves the spool open again, recovered. */
-static unsigned spool_count(struct rig *r)
-{
-    queue_spool_close(r->spool);
-    spool_open(r);
-    unsigned n = 0;
-    struct queue_recover_stats rs;
-    assert_int_equal(queue_spool_recover(r->spool, count_one, &n, &rs), 0);
-    return n;
 }
 
 static bool file_exists(const char *dir, const char *name)
@@ -244,7 +209,7 @@ static void test_many_domains(void **state)
         assert_int_equal(atomic_load(&q[i].res), 0);
     }
     group_close(&r);
-    assert_int_equal(spool_count(&r), 0);
+    assert_int_equal(live_spool_count(r.dir, &r.spool), 0);
     struct sink_counters c;
     sink_stop(&k, &c);
     assert_int_equal(c.messages, NMSG);
@@ -291,7 +256,7 @@ static void test_dsn_cross_shard(void **state)
     assert_int_equal(s.errors, 0);
     assert_int_equal(atomic_load(&q.done), 1);
     group_close(&r);
-    assert_int_equal(spool_count(&r), 0);
+    assert_int_equal(live_spool_count(r.dir, &r.spool), 0);
     struct sink_counters c;
     sink_stop(&k, &c);
     assert_int_equal(c.messages, 1); /* the DSN, once; the original had no recipient */
@@ -346,7 +311,7 @@ static void test_restart_reshards(void **state)
     /* Three workers now (the same sink: cache entries are per host and port): nothing
      * is due, and the cache blocks the host for a new message. */
     queue_spool_close(r.spool);
-    spool_open(&r);
+    live_spool_open(r.dir, &r.spool);
     group_open(&r, 3, k.port, &retry);
     unsigned per[3] = { 0 };
     for (unsigned i = 0; i < NOLD - 1; i++) {
@@ -373,7 +338,7 @@ static void test_restart_reshards(void **state)
 
     /* One worker: it recovers all eleven; the files of workers 1 and 2 are gone. */
     queue_spool_close(r.spool);
-    spool_open(&r);
+    live_spool_open(r.dir, &r.spool);
     group_open(&r, 1, k.port, &retry);
     assert_int_equal(wstats(&r, 0).w.recovered, NOLD);
     assert_true(file_exists(r.dir, "capcache.0"));
@@ -382,7 +347,7 @@ static void test_restart_reshards(void **state)
     group_close(&r);
 
     queue_spool_close(r.spool);
-    spool_open(&r);
+    live_spool_open(r.dir, &r.spool);
     struct find_ctx f = { .domain = dom };
     struct queue_recover_stats rs;
     assert_int_equal(queue_spool_recover(r.spool, find_domain, &f, &rs), 0);
@@ -401,7 +366,8 @@ static void test_restart_reshards(void **state)
 
 static char zone[8192];
 
-static void zone_build(void)
+/* The suite's setup (after the PKI, before dnsmasq): writes zone. */
+static int zone_build(void)
 {
     size_t n = (size_t)snprintf(zone, sizeof(zone),
                                 "local-ttl=60\n"
@@ -416,40 +382,23 @@ static void zone_build(void)
     for (unsigned i = 0; i < NOLD; i++)
         n += (size_t)snprintf(zone + n, sizeof(zone) - n,
                               "mx-host=old%u.floormta.test,mx1.floormta.test,10\n", i);
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    if (live_pki_setup(work, MX_NAME, &tls) != 0)
-        return -1;
-    zone_build();
-    if (dnsq_init(&Q) != 0)
-        return -1;
-    Q.quiet = true;
-    if (dnsq_start(&Q, zone) != 0)
-        return -1;
     return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    dnsq_stop(&Q);
-    return live_pki_teardown(work, tls);
 }
 
 int main(void)
 {
-    int rc = live_preflight();
-    if (rc != 0)
-        return rc;
-    srand((unsigned)getpid() ^ (unsigned)time(NULL));
-    eng_log_set_level(getenv("GROUP_LIVE_DEBUG") ? ENG_LOG_DEBUG : ENG_LOG_WARN);
+    static const struct live_suite suite = {
+        .debug_env = "GROUP_LIVE_DEBUG",
+        .work = work,
+        .mx_name = MX_NAME,
+        .zone = zone,
+        .dns_quiet = true,
+        .setup = zone_build,
+    };
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_many_domains, sink_teardown),
         cmocka_unit_test_teardown(test_dsn_cross_shard, sink_teardown),
         cmocka_unit_test_teardown(test_restart_reshards, sink_teardown),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return live_main(&suite, tests);
 }

@@ -15,33 +15,27 @@
  * gap of at least (first - 1) seconds.
  * Exit 77 when io_uring is unavailable; dnsmasq missing is a failure.
  */
-#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "engine/capcache.h"
-#include "engine/dns_loop.h"
 #include "engine/log.h"
-#include "engine/loop.h"
 #include "engine/worker.h"
 #include "queue/queue.h"
 #include "tests/dns/dnsmasq_fixture.h"
+#include "tests/engine/deliver_fixture.h"
 #include "tests/engine/sink_fixture.h"
-#include "tests/pki/testpki.h"
 #include "tls/tls.h"
 
 #define MX_NAME "mx.floormta.test"
@@ -54,70 +48,14 @@ static const char zone[] = "local-ttl=60\n"
                            "mx-host=sender.floormta.test,mx.floormta.test,10\n";
 
 static char work[] = "/tmp/floormta-retry-live-XXXXXX";
-static struct tls_ctx *tls;
-static struct dnsq Q;
 static int log_fd = -1; /* the delivery log's file while a test captures it */
 
-/* ---- one worker on its own loop, resolver, capability cache and spool ----------------------- */
+/* ---- messages for the worker (struct live_rig in deliver_fixture.h runs it) --------------- */
 
-struct rig {
-    struct eng_loop *loop;
-    struct eng_dns *dns;
-    struct eng_capcache *cap;
-    struct queue_spool *spool;
-    struct eng_worker *w;
-    char dir[PATH_MAX];
-};
-
-static void spool_open(struct rig *r)
-{
-    struct queue_spool_config scfg = { .dir = r->dir, .min_free_bytes = 1 };
-    assert_int_equal(queue_spool_open(&scfg, &r->spool), 0);
-}
-
-static void rig_open(struct rig *r, const char *name, uint16_t port)
-{
-    memset(r, 0, sizeof(*r));
-    snprintf(r->dir, sizeof(r->dir), "%s/%s", work, name);
-    assert_int_equal(eng_loop_new(NULL, &r->loop), 0);
-    struct dns_config dcfg = { .servers = Q.server, .timeout_ms = 1000, .tries = 2 };
-    assert_int_equal(eng_dns_new(r->loop, &dcfg, &r->dns), 0);
-    assert_int_equal(eng_capcache_new(NULL, &r->cap), 0);
-    spool_open(r);
-    /* jitter 1%: of 2 s that is 0 s, so the retry is exactly FIRST seconds out. */
-    struct eng_worker_config cfg = {
-        .loop = r->loop,
-        .spool = r->spool,
-        .dns = r->dns,
-        .tls = tls,
-        .capcache = r->cap,
-        .retry = { .first = FIRST, .jitter_pct = 1, .max_age = 3600 },
-        .helo_name = "client.floormta.test",
-        .reporting_mta = "mta.floormta.test",
-        .port = port,
-        .connect_timeout_ms = 5000,
-        .reply_timeout_ms = 5000,
-    };
-    assert_int_equal(eng_worker_new(&cfg, &r->w), 0);
-    assert_int_equal(eng_worker_start(r->w), 0);
-}
-
-static void rig_close(struct rig *r)
-{
-    eng_worker_free(r->w);
-    r->w = NULL;
-    eng_dns_free(r->dns);
-    eng_loop_free(r->loop);
-    eng_capcache_free(r->cap);
-    queue_spool_close(r->spool);
-}
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+/* jitter 1%: of 2 s that is 0 s, so the retry is exactly FIRST seconds out. */
+static const struct queue_retry_config retry_cfg = { .first = FIRST,
+                                                     .jitter_pct = 1,
+                                                     .max_age = 3600 };
 
 /* The clock the worker's retry schedule uses (unix time), in milliseconds. */
 static uint64_t unix_ms(void)
@@ -127,43 +65,11 @@ static uint64_t unix_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static struct eng_worker_stats stats(const struct rig *r)
-{
-    struct eng_worker_stats s;
-    eng_worker_stats(r->w, &s);
-    return s;
-}
-
-/* Runs the loop until field of the worker's stats reaches want (or fails after ms). */
-#define RUN_UNTIL(r, field, want, ms)                                                 \
-    do {                                                                              \
-        uint64_t end_ = mono_ms() + (ms);                                             \
-        while (stats(r).field < (want) && mono_ms() < end_)                           \
-            assert_true(eng_loop_run_once((r)->loop, 10) >= 0);                       \
-        if (stats(r).field < (want))                                                  \
-            fail_msg("worker stats " #field "=%llu, wanted %llu",                     \
-                     (unsigned long long)stats(r).field, (unsigned long long)(want)); \
-    } while (0)
-
 static const char body[] = "From: a@sender.floormta.test\r\nSubject: t\r\n\r\nhello\r\n";
-
-struct queued {
-    unsigned done;
-    queue_id_t id;
-    int res;
-};
-
-static void on_queued(void *arg, queue_id_t id, int res)
-{
-    struct queued *q = arg;
-    q->done++;
-    q->id = id;
-    q->res = res;
-}
 
 /* Enqueues one message from a@sender.floormta.test to the n local parts (at DOMAIN) and
  * waits until it is durable. Returns its id. */
-static queue_id_t enqueue(struct rig *r, unsigned n, const char *const *locals)
+static queue_id_t enqueue(struct live_rig *r, unsigned n, const char *const *locals)
 {
     struct queue_envelope *qe = queue_envelope_alloc(n);
     assert_non_null(qe);
@@ -171,45 +77,14 @@ static queue_id_t enqueue(struct rig *r, unsigned n, const char *const *locals)
     snprintf(qe->domain, sizeof(qe->domain), DOMAIN);
     for (unsigned i = 0; i < n; i++)
         snprintf(qe->rcpts[i].addr, sizeof(qe->rcpts[i].addr), "%s@" DOMAIN, locals[i]);
-    struct queued q = { 0 };
-    assert_int_equal(eng_worker_enqueue(r->w, qe, body, sizeof(body) - 1, on_queued, &q), 0);
+    struct live_queued q = { 0 };
+    assert_int_equal(eng_worker_enqueue(r->w, qe, body, sizeof(body) - 1, live_on_queued, &q), 0);
     queue_envelope_free(qe);
-    uint64_t end = mono_ms() + 5000;
-    while (!q.done && mono_ms() < end)
-        assert_true(eng_loop_run_once(r->loop, 50) >= 0);
-    assert_int_equal(q.done, 1);
-    assert_int_equal(q.res, 0);
-    assert_true(q.id != 0);
-    return q.id;
-}
-
-static int count_one(void *arg, const struct queue_envelope *env)
-{
-    (void)env;
-    (*(unsigned *)arg)++;
-    return 0;
-}
-
-/* How many unfinished messages a fresh recovery of the rig's spool finds (after the
- * worker is gone). */
-static unsigned spool_count(struct rig *r)
-{
-    queue_spool_close(r->spool);
-    spool_open(r);
-    unsigned n = 0;
-    struct queue_recover_stats rs;
-    assert_int_equal(queue_spool_recover(r->spool, count_one, &n, &rs), 0);
-    return n;
-}
-
-static void assert_contains(const char *hay, const char *needle)
-{
-    if (!strstr(hay, needle))
-        fail_msg("\"%s\" not in \"%s\"", needle, hay);
+    return live_rig_await_queued(r, &q);
 }
 
 /* The first attempt left message id deferred: returns its persisted envelope (free it). */
-static struct queue_envelope *read_deferred(struct rig *r, queue_id_t id)
+static struct queue_envelope *read_deferred(struct live_rig *r, queue_id_t id)
 {
     struct queue_envelope *env = NULL;
     assert_int_equal(queue_spool_read(r->spool, id, &env, NULL, NULL), 0);
@@ -225,7 +100,7 @@ static void assert_greylisted(const struct queue_rcpt *rc)
     assert_int_equal(rc->last.kind, QUEUE_RESULT_SMTP);
     assert_int_equal(rc->last.code, 451);
     assert_string_equal(rc->last.enhanced, "4.7.1");
-    assert_contains(rc->last.text, "try again later");
+    live_assert_contains(rc->last.text, "try again later");
 }
 
 /*
@@ -234,18 +109,18 @@ static void assert_greylisted(const struct queue_rcpt *rc)
  * second attempt has started; returns the unix time (ms) at which the worker was seen to
  * have started it.
  */
-static uint64_t await_retry(struct rig *r, int64_t next_attempt)
+static uint64_t await_retry(struct live_rig *r, int64_t next_attempt)
 {
     uint64_t due = (uint64_t)next_attempt * 1000;
     while (unix_ms() + 20 < due) {
-        assert_true(eng_loop_run_once(r->loop, 10) >= 0);
-        if (stats(r).attempts != 1)
+        assert_true(eng_loop_run_once(r->e.loop, 10) >= 0);
+        if (live_rig_stats(r).attempts != 1)
             fail_msg("retried %llu ms before its time", (unsigned long long)(due - unix_ms()));
     }
-    uint64_t end = mono_ms() + 5000;
-    while (stats(r).attempts < 2 && mono_ms() < end)
-        assert_true(eng_loop_run_once(r->loop, 10) >= 0);
-    assert_int_equal(stats(r).attempts, 2);
+    uint64_t end = live_now_ms() + 5000;
+    while (live_rig_stats(r).attempts < 2 && live_now_ms() < end)
+        assert_true(eng_loop_run_once(r->e.loop, 10) >= 0);
+    assert_int_equal(live_rig_stats(r).attempts, 2);
     return unix_ms();
 }
 
@@ -257,14 +132,14 @@ static void test_tempfail_then_accept(void **state)
     (void)state;
     struct sink k;
     sink_start(&k, work, MX_NAME, "127.0.0.60=tls1.2", NULL);
-    struct rig r;
-    rig_open(&r, "spool-one", k.port);
+    struct live_rig r;
+    live_rig_open(&r, work, "spool-one", k.port, &retry_cfg);
     const char *locals[] = { "tempfail-once-alice" };
     queue_id_t id = enqueue(&r, 1, locals);
 
-    RUN_UNTIL(&r, deferred, 1, 5000);
-    uint64_t t1 = mono_ms();
-    struct eng_worker_stats s = stats(&r);
+    LIVE_RIG_RUN_UNTIL(&r, deferred, 1, 5000);
+    uint64_t t1 = live_now_ms();
+    struct eng_worker_stats s = live_rig_stats(&r);
     assert_int_equal(s.attempts, 1);
     assert_int_equal(s.delivered, 0);
     assert_int_equal(s.bounced, 0);
@@ -276,10 +151,10 @@ static void test_tempfail_then_accept(void **state)
 
     uint64_t seen = await_retry(&r, next);
     assert_true(seen >= (uint64_t)next * 1000);
-    assert_true(mono_ms() - t1 >= (FIRST - 1) * 1000);
+    assert_true(live_now_ms() - t1 >= (FIRST - 1) * 1000);
 
-    RUN_UNTIL(&r, removed, 1, 5000);
-    s = stats(&r);
+    LIVE_RIG_RUN_UNTIL(&r, removed, 1, 5000);
+    s = live_rig_stats(&r);
     assert_int_equal(s.attempts, 2);
     assert_int_equal(s.deferred, 1);
     assert_int_equal(s.delivered, 1);
@@ -287,9 +162,8 @@ static void test_tempfail_then_accept(void **state)
     assert_int_equal(s.dsns, 0);
     assert_int_equal(s.errors, 0);
     assert_int_equal(queue_spool_read(r.spool, id, &env, NULL, NULL), QUEUE_ERR_NOT_FOUND);
-    eng_worker_free(r.w);
-    r.w = NULL;
-    assert_int_equal(spool_count(&r), 0);
+    live_rig_stop(&r);
+    assert_int_equal(live_spool_count(r.dir, &r.spool), 0);
 
     struct sink_counters c;
     sink_stop(&k, &c);
@@ -298,7 +172,7 @@ static void test_tempfail_then_accept(void **state)
     assert_int_equal(c.greylisted, 1);
     assert_int_equal(c.refused, 1);
     assert_int_equal(c.accepted, 1);
-    rig_close(&r);
+    live_rig_close(&r);
 }
 
 /* Sends the log back to stderr at the test level (also the teardown after a failure). */
@@ -307,7 +181,7 @@ static void log_restore(void)
     if (log_fd < 0)
         return;
     eng_log_set_fd(2);
-    eng_log_set_level(getenv("RETRY_LIVE_DEBUG") ? ENG_LOG_DEBUG : ENG_LOG_WARN);
+    live_log_level("RETRY_LIVE_DEBUG");
     close(log_fd);
     log_fd = -1;
 }
@@ -367,14 +241,14 @@ static void test_partial_then_retry_one(void **state)
     eng_log_set_fd(log_fd);
     eng_log_set_level(ENG_LOG_INFO);
 
-    struct rig r;
-    rig_open(&r, "spool-two", k.port);
+    struct live_rig r;
+    live_rig_open(&r, work, "spool-two", k.port, &retry_cfg);
     const char *locals[] = { "tempfail-once-bob", "carol" };
     queue_id_t id = enqueue(&r, 2, locals);
 
-    RUN_UNTIL(&r, deferred, 1, 5000);
-    uint64_t t1 = mono_ms();
-    struct eng_worker_stats s = stats(&r);
+    LIVE_RIG_RUN_UNTIL(&r, deferred, 1, 5000);
+    uint64_t t1 = live_now_ms();
+    struct eng_worker_stats s = live_rig_stats(&r);
     assert_int_equal(s.attempts, 1);
     assert_int_equal(s.delivered, 1); /* carol, durable */
     struct queue_envelope *env = read_deferred(&r, id);
@@ -390,21 +264,20 @@ static void test_partial_then_retry_one(void **state)
 
     uint64_t seen = await_retry(&r, next);
     assert_true(seen >= (uint64_t)next * 1000);
-    assert_true(mono_ms() - t1 >= (FIRST - 1) * 1000);
+    assert_true(live_now_ms() - t1 >= (FIRST - 1) * 1000);
 
-    RUN_UNTIL(&r, removed, 1, 5000);
-    s = stats(&r);
+    LIVE_RIG_RUN_UNTIL(&r, removed, 1, 5000);
+    s = live_rig_stats(&r);
     assert_int_equal(s.attempts, 2);
     assert_int_equal(s.deferred, 1);
     assert_int_equal(s.delivered, 2);
     assert_int_equal(s.bounced, 0);
     assert_int_equal(s.dsns, 0);
     assert_int_equal(s.errors, 0);
-    eng_worker_free(r.w);
-    r.w = NULL;
+    live_rig_stop(&r);
     log_restore();
     assert_int_equal(queue_spool_read(r.spool, id, &env, NULL, NULL), QUEUE_ERR_NOT_FOUND);
-    assert_int_equal(spool_count(&r), 0);
+    assert_int_equal(live_spool_count(r.dir, &r.spool), 0);
 
     /* Attempt 1 tried both (bob deferred, carol delivered); attempt 2 only bob. */
     json_t *lines[4];
@@ -431,38 +304,19 @@ static void test_partial_then_retry_one(void **state)
     assert_int_equal(c.accepted, 2);
     assert_int_equal(c.greylisted, 1);
     assert_int_equal(c.refused, 1);
-    rig_close(&r);
+    live_rig_close(&r);
 }
 
 /* ---- fixture ------------------------------------------------------------------------------ */
 
-static int setup(void **state)
-{
-    (void)state;
-    if (live_pki_setup(work, MX_NAME, &tls) != 0)
-        return -1;
-    if (dnsq_init(&Q) != 0 || dnsq_start(&Q, zone) != 0)
-        return -1;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    dnsq_stop(&Q);
-    return live_pki_teardown(work, tls);
-}
-
 int main(void)
 {
-    int rc = live_preflight();
-    if (rc != 0)
-        return rc;
-    srand((unsigned)getpid() ^ (unsigned)time(NULL));
-    eng_log_set_level(getenv("RETRY_LIVE_DEBUG") ? ENG_LOG_DEBUG : ENG_LOG_WARN);
+    static const struct live_suite suite = {
+        .debug_env = "RETRY_LIVE_DEBUG", .work = work, .mx_name = MX_NAME, .zone = zone
+    };
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_tempfail_then_accept, sink_teardown),
         cmocka_unit_test_teardown(test_partial_then_retry_one, log_teardown),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return live_main(&suite, tests);
 }
