@@ -5,7 +5,11 @@
  * per round instead of fdatasync per file; and recovery of a spool of 1,000,000 small
  * messages, each added to the scheduler's index, with the RSS that takes.
  *
- * Enqueue runs write 1 KB and 100 KB messages (2,000 and 500 per iteration). Wall-clock
+ * Enqueue runs write 1 KB and 100 KB messages (2,000 and 500 per iteration). The removal
+ * run removes 2,000 queued 1 KB messages (queued outside the timing); the interleaved run
+ * is the delivery engine's steady state: every message is enqueued and, once durable,
+ * removed (a finished message), 256 requests in flight, 2,000 messages timed after as
+ * many untimed ones have warmed the spool up. Wall-clock
  * rates (BENCH_REGISTER_REAL_TIME): the committer thread and the disk do the work. The
  * million-message recovery is opt-in: FLOORMTA_BENCH_SPOOL_1M=1 for the million-message spool
  * (built once under /var/tmp/floormta-bench-1m and kept for the next runs;
@@ -69,6 +73,9 @@ struct driver {
     char content[CONTENT_MAX];
     size_t size; /* bytes of content each message carries */
     uint64_t done, failed;
+    queue_id_t *ids; /* enqueued ids (remove runs), nids of them */
+    size_t nids, idcap;
+    uint64_t removed, inflight; /* the interleaved run's */
 };
 
 static void on_done(void *arg, queue_id_t id, int res)
@@ -96,6 +103,97 @@ static int pump(struct driver *d, uint64_t n)
     return d->failed ? -1 : 0;
 }
 
+/* Records each new id (for a removal run). */
+static void on_enqueued_keep(void *arg, queue_id_t id, int res)
+{
+    struct driver *d = arg;
+    on_done(arg, id, res);
+    if (res == 0 && d->nids < d->idcap)
+        d->ids[d->nids++] = id;
+}
+
+/* Enqueues n messages (256 in flight) and keeps their ids in d->ids. Returns 0 or -1. */
+static int pump_keep(struct driver *d, uint64_t n)
+{
+    uint64_t sent = 0, start = d->done;
+    while (d->done - start < n) {
+        while (sent < n && sent - (d->done - start) < INFLIGHT) {
+            if (queue_port_enqueue(d->port, d->env, d->content, d->size, on_enqueued_keep, d) != 0)
+                return -1;
+            sent++;
+        }
+        struct pollfd pfd = { .fd = queue_port_fd(d->port), .events = POLLIN };
+        if (poll(&pfd, 1, 1000) > 0)
+            queue_port_reap(d->port);
+    }
+    return d->failed ? -1 : 0;
+}
+
+/* Removes every id in d->ids, 256 in flight. Returns 0 or -1. */
+static int pump_remove(struct driver *d)
+{
+    size_t sent = 0;
+    uint64_t start = d->done;
+    while (d->done - start < d->nids) {
+        while (sent < d->nids && sent - (d->done - start) < INFLIGHT) {
+            if (queue_port_remove(d->port, d->ids[sent], on_done, d) != 0)
+                return -1;
+            sent++;
+        }
+        struct pollfd pfd = { .fd = queue_port_fd(d->port), .events = POLLIN };
+        if (poll(&pfd, 1, 1000) > 0)
+            queue_port_reap(d->port);
+    }
+    return d->failed ? -1 : 0;
+}
+
+static void on_removed(void *arg, queue_id_t id, int res)
+{
+    (void)id;
+    struct driver *d = arg;
+    d->inflight--;
+    d->removed++;
+    d->failed += res != 0;
+}
+
+/* An enqueued message is finished at once: its removal is submitted from its done. */
+static void on_enqueued_remove(void *arg, queue_id_t id, int res)
+{
+    struct driver *d = arg;
+    d->inflight--;
+    if (res != 0) {
+        d->failed++;
+        d->removed++; /* nothing to remove: it counts as through */
+        return;
+    }
+    if (queue_port_remove(d->port, id, on_removed, d) != 0) {
+        d->failed++;
+        d->removed++;
+        return;
+    }
+    d->inflight++;
+}
+
+/* Puts n messages through enqueue and removal, INFLIGHT requests of both kinds in
+ * flight. Returns 0 or -1. */
+static int pump_interleaved(struct driver *d, uint64_t n)
+{
+    uint64_t sent = 0, start = d->removed;
+    while (d->removed - start < n) {
+        while (sent < n && d->inflight < INFLIGHT) {
+            if (queue_port_enqueue(d->port, d->env, d->content, d->size, on_enqueued_remove, d) !=
+                0)
+                return -1;
+            d->inflight++;
+            sent++;
+        }
+        struct pollfd pfd = { .fd = queue_port_fd(d->port), .events = POLLIN };
+        if (poll(&pfd, 1, 1000) > 0)
+            queue_port_reap(d->port);
+    }
+    return d->failed ? -1 : 0;
+}
+
 static int driver_open(struct driver *d, struct queue_spool *sp)
 {
     memset(d, 0, sizeof(*d));
@@ -114,6 +212,7 @@ static int driver_open(struct driver *d, struct queue_spool *sp)
 
 static void driver_close(struct driver *d)
 {
+    free(d->ids);
     queue_port_free(d->port);
     queue_envelope_free(d->env);
 }
@@ -181,6 +280,82 @@ static void bench_spool_enqueue_100k_nogroup(struct bench_state *st)
     run_enqueue(st, 500, 100 * 1024, false, false);
 }
 BENCH_REGISTER_REAL_TIME(bench_spool_enqueue_100k_nogroup)
+
+enum run_kind { RUN_REMOVE, RUN_INTERLEAVED };
+
+static void run_churn(struct bench_state *st, enum run_kind kind, uint64_t n, bool use_syncfs)
+{
+    uint64_t total = 0;
+    while (bench_next(st)) {
+        bench_pause(st);
+        rm_rf(disk_dir());
+        struct queue_spool_config cfg = { .dir = disk_dir(), .sync_fs = use_syncfs };
+        struct queue_spool *sp;
+        static struct driver d;
+        if (queue_spool_open(&cfg, &sp) != 0 || driver_open(&d, sp) != 0) {
+            bench_fail(st, "cannot open the spool");
+            return;
+        }
+        d.size = 1024;
+        int rc;
+        if (kind == RUN_REMOVE) {
+            d.idcap = n;
+            if ((d.ids = malloc(n * sizeof(*d.ids))) == NULL || pump_keep(&d, n) != 0) {
+                bench_fail(st, "cannot fill the spool");
+                return;
+            }
+            bench_resume(st);
+            rc = pump_remove(&d);
+        } else {
+            if (pump_interleaved(&d, n) != 0) { /* warm-up */
+                bench_fail(st, "cannot warm the spool up");
+                return;
+            }
+            bench_resume(st);
+            rc = pump_interleaved(&d, n);
+        }
+        bench_pause(st);
+        struct queue_spool_stats ss;
+        queue_spool_stats(sp, &ss);
+        bench_set_counter(st, "per_round",
+                          ss.commits ? (double)(ss.enqueued + ss.removed) / (double)ss.commits : 0);
+        queue_spool_close(sp);
+        driver_close(&d);
+        rm_rf(disk_dir());
+        bench_resume(st);
+        if (rc != 0) {
+            bench_fail(st, "removal failed");
+            return;
+        }
+        total += n;
+    }
+    bench_set_items(st, (int64_t)total);
+}
+
+static void bench_spool_remove_1k(struct bench_state *st)
+{
+    run_churn(st, RUN_REMOVE, 2000, false);
+}
+BENCH_REGISTER_REAL_TIME(bench_spool_remove_1k)
+
+static void bench_spool_remove_1k_syncfs(struct bench_state *st)
+{
+    run_churn(st, RUN_REMOVE, 2000, true);
+}
+BENCH_REGISTER_REAL_TIME(bench_spool_remove_1k_syncfs)
+
+/* Items are messages: one enqueue and one removal each. */
+static void bench_spool_enqueue_remove_1k(struct bench_state *st)
+{
+    run_churn(st, RUN_INTERLEAVED, 2000, false);
+}
+BENCH_REGISTER_REAL_TIME(bench_spool_enqueue_remove_1k)
+
+static void bench_spool_enqueue_remove_1k_syncfs(struct bench_state *st)
+{
+    run_churn(st, RUN_INTERLEAVED, 2000, true);
+}
+BENCH_REGISTER_REAL_TIME(bench_spool_enqueue_remove_1k_syncfs)
 
 /* ---- one million ----------------------------------------------------------------------- */
 

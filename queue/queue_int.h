@@ -9,7 +9,8 @@
  *                    id's milliseconds / 1024, so the messages of one group commit
  *                    share a folder, and a folder's turn comes back every ~4.4 min)
  *   msg/XX/<id>.st   the state file, replaced atomically on every update
- *   tmp/             writes in progress: <id>.msg.<seq>, <id>.st.<seq>
+ *   tmp/             writes in progress: <id>.msg.<seq>, <id>.st.<seq>, and recycled
+ *                    files (free.<seq>: removed files kept for reuse, spool_pool.c)
  *   quarantine/      corrupt files, moved aside for a human
  */
 #ifndef FLOORMTA_QUEUE_INT_H
@@ -128,6 +129,13 @@ struct queue_req {
     char tmp[48];
 };
 
+/* A recycled file, tmp/free.<seq>, with the size of its old content. */
+struct queue_pooled {
+    uint64_t seq, bytes;
+};
+
+#define QUEUE_POOL_NAME 32 /* "free." + 20 digits + NUL, with room */
+
 struct queue_spool {
     int dirfd, lockfd, tmpfd, quarfd, msgdirfd;
     int msgfd[QUEUE_SPOOL_DIRS];
@@ -151,6 +159,9 @@ struct queue_spool {
     int64_t free_at_ns;  /* when statvfs was asked; 0 = never */
     char *buf;
     size_t bufcap;
+    struct queue_pooled *pool; /* recycled files, a stack (spool_pool.c) */
+    unsigned npool;
+    uint64_t pool_bytes;
 
     /* counters, written with __atomic */
     struct queue_spool_stats st;
@@ -178,6 +189,31 @@ int queue_spool_quarantine(struct queue_spool *sp, int dirfd, const char *dirnam
 /* Reads a whole small file (at most max bytes) at fd into a new buffer. Returns 0,
  * QUEUE_ERR_CORRUPT (over max), -errno. */
 int queue_spool_slurp(int fd, size_t max, char **out, size_t *len);
+
+/* ---- recycled files (spool_pool.c) ------------------------------------------------ */
+
+/* Allocates the pool (at open). Returns 0 or -ENOMEM. */
+int queue_spool_pool_init(struct queue_spool *sp);
+
+/* "free.<seq>". */
+void queue_spool_pool_name(uint64_t seq, char out[QUEUE_POOL_NAME]);
+
+/* Takes a recycled file: opens tmp/<name> write-only, not truncated: *bytes gets the
+ * size of its old content, which the caller overwrites from offset 0 and must cut to
+ * the new length (ftruncate) before the file is synced. Returns the fd (the caller's)
+ * and its name in name, or -1 if the pool is empty. */
+int queue_spool_pool_take(struct queue_spool *sp, char name[QUEUE_POOL_NAME], uint64_t *bytes);
+
+/* Takes dirfd/name (a removed file of bytes bytes) out of its folder: renamed into the
+ * pool if it has room, else unlinked. Returns 0, -ENOENT (no such file), -errno. */
+int queue_spool_pool_recycle(struct queue_spool *sp, int dirfd, const char *name, uint64_t bytes);
+
+/* Unlinks every pooled file (the disk runs short). */
+void queue_spool_pool_drain(struct queue_spool *sp);
+
+/* Recovery: keeps tmp/<name> in the pool if it is a recycled file and there is room.
+ * Returns true if kept (else the caller removes it). */
+bool queue_spool_pool_adopt(struct queue_spool *sp, const char *name);
 
 /* The committer thread (spool_commit.c). */
 void *queue_spool_committer(void *arg);

@@ -150,6 +150,7 @@ static void spool_free(struct queue_spool *sp)
     pthread_mutex_destroy(&sp->mu);
     pthread_cond_destroy(&sp->cv);
     free(sp->buf);
+    free(sp->pool);
     free(sp);
 }
 
@@ -199,7 +200,7 @@ int queue_spool_open(const struct queue_spool_config *cfg, struct queue_spool **
         rc = errno == EWOULDBLOCK ? QUEUE_ERR_LOCKED : -errno;
         goto fail;
     }
-    if ((rc = open_layout(sp)) != 0)
+    if ((rc = open_layout(sp)) != 0 || (rc = queue_spool_pool_init(sp)) != 0)
         goto fail;
     if ((rc = -pthread_create(&sp->committer, NULL, queue_spool_committer, sp)) != 0)
         goto fail;

@@ -3,14 +3,18 @@
  *
  * One round takes every request submitted so far (up to batch_max, and up to
  * ROUND_BYTES of content), then:
- *   1. writes each new file to tmp/<id>.<kind>.<seq>;
+ *   1. writes each new file to tmp/: into a recycled file (spool_pool.c: no inode to
+ *      allocate) or a new tmp/<id>.<kind>.<seq>;
  *   2. makes the data durable: sync_file_range(WRITE) on all of them first, so the
- *      block allocations of the whole round land in one journal transaction, then
- *      fdatasync each (the first one commits that transaction, the others only wait
- *      for their data) — or one syncfs for the round (use_syncfs);
+ *      writes of the whole round are in flight together (on a journaling filesystem
+ *      their block allocations also land in one transaction, which the first fdatasync
+ *      commits), then fdatasync each — without a journal (ext4 on this project's VMs)
+ *      each fdatasync also flushes the disk's cache — or one syncfs for the round
+ *      (use_syncfs);
  *   3. publishes: renameat2(RENAME_NOREPLACE) for a new message (a collision of ids
- *      retries under a new id), rename over the old state file for an update,
- *      unlink (message file first, then the state file) for a removal;
+ *      retries under a new id), rename over the old state file for an update, and
+ *      for a removal takes the files out of msg/XX (message file first, then the state
+ *      file) by recycling them into tmp/ (spool_pool.c) or unlinking them;
  *   4. fsyncs each touched msg/XX directory once;
  *   5. hands every request back to its port.
  * A failed request is failed alone: its temp file is removed, nothing already
@@ -69,8 +73,14 @@ static int space_check(struct queue_spool *sp, uint64_t need)
         }
     }
     need = (need + 4095) & ~4095ull;
-    if (sp->free_bytes < sp->min_free_bytes || sp->free_bytes - sp->min_free_bytes < need)
-        return QUEUE_ERR_FULL;
+    if (sp->free_bytes < sp->min_free_bytes || sp->free_bytes - sp->min_free_bytes < need) {
+        if (sp->npool == 0)
+            return QUEUE_ERR_FULL;
+        /* Recycled files hold their old content until reused: give it back first. */
+        queue_spool_pool_drain(sp);
+        sp->free_at_ns = 0;
+        return space_check(sp, need);
+    }
     sp->free_bytes -= need;
     return 0;
 }
@@ -92,17 +102,26 @@ static int io_error(struct queue_spool *sp, struct queue_req *r, const char *wha
 {
     char hex[QUEUE_ID_HEX];
     queue_stat_add(&sp->st.write_errors, 1);
-    if (err == ENOSPC || err == EDQUOT)
+    if (err == ENOSPC || err == EDQUOT) {
         sp->free_at_ns = 0; /* look again next time */
+        queue_spool_pool_drain(sp);
+    }
     queue_spool_logf(sp, "spool: %s %s: %s", what, queue_id_format(r->id, hex), strerror(err));
     return err == ENOSPC || err == EDQUOT ? QUEUE_ERR_FULL : -err;
 }
 
-/* Creates tmp/<r->tmp> with iov's bytes; r->fd stays open for the sync. */
+/* Writes iov's bytes to a recycled file, or else to a new tmp/<r->tmp>; r->tmp names
+ * the file written and r->fd stays open for the sync. */
 static int write_tmp(struct queue_spool *sp, struct queue_req *r, struct iovec *iov, int iovcnt)
 {
-    int fd = openat(sp->tmpfd, r->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0)
+    char pooled[QUEUE_POOL_NAME];
+    uint64_t old_bytes = 0, len = 0;
+    for (int i = 0; i < iovcnt; i++)
+        len += iov[i].iov_len;
+    int fd = queue_spool_pool_take(sp, pooled, &old_bytes);
+    if (fd >= 0) {
+        memcpy(r->tmp, pooled, sizeof(pooled));
+    } else if ((fd = openat(sp->tmpfd, r->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
         return io_error(sp, r, "create", errno);
     while (iovcnt > 0) {
         ssize_t n = writev(fd, iov, iovcnt);
@@ -123,6 +142,13 @@ static int write_tmp(struct queue_spool *sp, struct queue_req *r, struct iovec *
             iov->iov_base = (char *)iov->iov_base + n;
             iov->iov_len -= (size_t)n;
         }
+    }
+    /* A recycled file keeps nothing of its old content past the new end. */
+    if (old_bytes > len && ftruncate(fd, (off_t)len) != 0) {
+        int rc = io_error(sp, r, "truncate", errno);
+        close(fd);
+        unlinkat(sp->tmpfd, r->tmp, 0);
+        return rc;
     }
     r->fd = fd;
     return 0;
@@ -235,11 +261,15 @@ static bool publish(struct queue_spool *sp, struct queue_req *r, uint8_t *touche
          * file, which recovery deletes; the other order could resurrect a message
          * with its recipients PENDING again. */
         struct stat st;
+        int rc;
         r->bytes = fstatat(dfd, name, &st, 0) == 0 ? (uint64_t)st.st_size : 0;
-        if (unlinkat(dfd, name, 0) != 0)
-            r->res = errno == ENOENT ? QUEUE_ERR_NOT_FOUND : io_error(sp, r, "unlink", errno);
-        if (unlinkat(dfd, stname, 0) != 0 && errno != ENOENT && r->res == 0)
-            r->res = io_error(sp, r, "unlink", errno);
+        if ((rc = queue_spool_pool_recycle(sp, dfd, name, r->bytes)) != 0)
+            r->res = rc == -ENOENT ? QUEUE_ERR_NOT_FOUND : io_error(sp, r, "unlink", -rc);
+        /* Most finished messages never had a state update: one failed fstatat then. */
+        if (fstatat(dfd, stname, &st, 0) == 0 &&
+            (rc = queue_spool_pool_recycle(sp, dfd, stname, (uint64_t)st.st_size)) != 0 &&
+            rc != -ENOENT && r->res == 0)
+            r->res = io_error(sp, r, "unlink", -rc);
         break;
     }
     }

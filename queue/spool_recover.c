@@ -336,19 +336,27 @@ static int scan_dir(struct scan *sc, unsigned d)
     return rc;
 }
 
-/* tmp/ holds only writes that were never acknowledged: they go. */
+/* tmp/ holds writes that were never acknowledged, which go, and recycled files, which
+ * go back to the pool (spool_pool.c; as many as it takes, the others go too): removing
+ * them would only make the next files cost a new inode each. A recycled file that was
+ * being rewritten when the process died is just as free: nothing points at it. */
 static int clean_tmp(struct scan *sc)
 {
     struct name *v, *odd;
-    size_t n, nodd;
+    size_t n, nodd, removed = 0;
     int rc = list_dir(sc->sp->tmpfd, &v, &n, &odd, &nodd);
     if (rc != 0)
         return rc;
-    for (size_t i = 0; i < n; i++)
-        if (unlinkat(sc->sp->tmpfd, v[i].s, 0) == 0)
+    for (size_t i = 0; i < n; i++) {
+        if (queue_spool_pool_adopt(sc->sp, v[i].s))
+            continue;
+        if (unlinkat(sc->sp->tmpfd, v[i].s, 0) == 0) {
             sc->s->incomplete++;
-    if (n > 0)
-        queue_spool_logf(sc->sp, "spool: removed %zu unfinished writes from tmp/", n);
+            removed++;
+        }
+    }
+    if (removed > 0)
+        queue_spool_logf(sc->sp, "spool: removed %zu unfinished writes from tmp/", removed);
     for (size_t i = 0; i < nodd; i++)
         queue_spool_logf(sc->sp, "spool: unexpected file in tmp/ (%s...), left there", odd[i].s);
     free(v);

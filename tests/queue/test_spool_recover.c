@@ -92,8 +92,9 @@ static int count_dir(const char *sub)
     assert_non_null(d);
     int n = 0;
     struct dirent *de;
+    /* Recycled files (free.*) are kept on purpose: not leftovers. */
     while ((de = readdir(d)) != NULL)
-        n += de->d_name[0] != '.';
+        n += de->d_name[0] != '.' && strncmp(de->d_name, "free.", 5) != 0;
     closedir(d);
     return n;
 }
