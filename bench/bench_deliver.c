@@ -8,9 +8,10 @@
  *   deliver.bench.test           MX 10 mx.floormta.test       (127.0.0.2)
  *   d0000 .. d0999.bench.test    MX 10 mx0000 .. mx0999.floormta.test (127.0.0.2)
  *
- * One iteration starts a group on a fresh spool, injects the messages from the
- * benchmark's thread (eng_group_enqueue: durable enqueue included), and waits until
- * every one is delivered and removed. Every delivery is over verified TLS (the floor:
+ * One iteration starts a group on the benchmark's spool (kept across iterations, as an
+ * engine's is), injects the messages from the benchmark's thread (eng_group_enqueue:
+ * durable enqueue included) keeping at most BENCH_WINDOW of them queued at a time, and
+ * waits until every one is delivered and removed. Every delivery is over verified TLS (the floor:
  * chain, name, dates). Messages are 10 KB, one recipient each.
  *   - bench_deliver_one_domain: 5,000 messages to one domain: one MX host, connections
  *     reused (up to 10 per host, 100 messages each).
@@ -63,6 +64,7 @@
 #endif
 
 #define BENCH_NDOMAINS 1000
+#define BENCH_WINDOW   1000 /* messages queued and not yet removed, at most */
 
 /* The zone: the one domain, and BENCH_NDOMAINS domains with an MX host each. */
 static char *bench_zone(void)
@@ -349,8 +351,11 @@ static const char *bench_run_once(struct bench_state *st, struct bench_rig *r, u
 {
     static char msg[256];
     bench_pause(st);
+    /* One spool per benchmark, kept across its iterations like an engine's: removed
+     * files are recycled for new messages (mass deletion would make this ext4's
+     * inode allocator crawl for the next minute: see the README). */
     char dir[PATH_MAX + 32];
-    snprintf(dir, sizeof(dir), "%.1000s/deliver-spool-%u", r->parent, r->spools++);
+    snprintf(dir, sizeof(dir), "%.1000s/deliver-spool-%u", r->parent, ndomains);
     struct queue_spool *spool = NULL;
     struct eng_group *g = NULL;
     struct queue_spool_config scfg = { .dir = dir,
@@ -382,7 +387,16 @@ static const char *bench_run_once(struct bench_state *st, struct bench_rig *r, u
     struct bench_queued qd = { 0 };
     const char *err = NULL;
     uint64_t end = now_ms() + BENCH_TIMEOUT_MS;
+    struct eng_group_stats gs;
     for (unsigned i = 0; i < nmsgs && !err; i++) {
+        /* The injector keeps at most BENCH_WINDOW messages in the queue, as a steady
+         * stream does (rather than one burst of the whole run). */
+        for (;;) {
+            eng_group_stats(g, &gs);
+            if (i < gs.total.removed + BENCH_WINDOW || now_ms() >= end)
+                break;
+            usleep(500);
+        }
         if (ndomains)
             snprintf(env->domain, sizeof(env->domain), "d%04u.bench.test", i % ndomains);
         snprintf(env->rcpts[0].addr, sizeof(env->rcpts[0].addr), "r%u@%s", i, env->domain);
@@ -394,7 +408,6 @@ static const char *bench_run_once(struct bench_state *st, struct bench_rig *r, u
         if (rc != 0)
             err = "eng_group_enqueue failed";
     }
-    struct eng_group_stats gs;
     eng_group_stats(g, &gs);
     while (!err && gs.total.removed < nmsgs && now_ms() < end) {
         usleep(2000);
@@ -409,7 +422,6 @@ static const char *bench_run_once(struct bench_state *st, struct bench_rig *r, u
     out->s = gs.total;
     eng_group_stop_and_free(g);
     queue_spool_close(spool);
-    rm_rf(dir);
     bench_resume(st);
     if (!err && (gs.total.delivered < nmsgs || gs.total.removed < nmsgs)) {
         snprintf(msg, sizeof(msg),
