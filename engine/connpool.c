@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "engine/addr.h"
+#include "engine/hash.h"
 #include "engine/log.h"
 
 #define POOL_BUCKETS  256 /* power of two */
@@ -105,12 +106,9 @@ static char lower(char ch)
 
 static uint64_t key_hash(const struct eng_connpool_key *k)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (const char *p = k->host; *p; p++)
-        h = (h ^ (uint8_t)lower(*p)) * 1099511628211ull;
-    h = (h ^ k->port) * 1099511628211ull;
-    h = (h ^ (uint64_t)(uintptr_t)k->tls) * 1099511628211ull;
-    return (h ^ k->source) * 1099511628211ull;
+    uint64_t h = eng_hash_mix(eng_hash_name(k->host), k->port);
+    h = eng_hash_mix(h, (uint64_t)(uintptr_t)k->tls);
+    return eng_hash_mix(h, k->source);
 }
 
 static bool key_equal(const struct pool_host *h, uint64_t hash, const struct eng_connpool_key *k)

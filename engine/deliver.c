@@ -18,6 +18,7 @@
 #include "engine/addr.h"
 #include "engine/deliver_int.h"
 #include "engine/errors.h"
+#include "engine/hash.h"
 #include "engine/log.h"
 #include "engine/smtp_session.h"
 
@@ -97,21 +98,25 @@ static void record_verdict(struct eng_deliver *d, const struct tls_verdict *v)
                 eng_describe_error(rc));
 }
 
+/* Gives a ready connection back. With a pool it stays there and the attempt goes on
+ * at once (true); without one it is closed, and its done callback goes on (false). */
+static bool give_back(struct eng_deliver *d, struct eng_conn *c)
+{
+    eng_connpool_release(c, d->cfg.pool != NULL);
+    return d->cfg.pool != NULL;
+}
+
 /* The transaction has ended on c and c is ready again: the evidence goes into the
- * report, the connection back to the pool, and the attempt ends. */
+ * report, the connection back, and the attempt ends. */
 static void finish_on_conn(struct eng_deliver *d, struct eng_conn *c)
 {
-    if (!d->cfg.pool) {
-        eng_connpool_release(c, false); /* done follows, after QUIT: the attempt ends there */
-        return;
-    }
     const struct smtp_client *sm = eng_conn_client(c);
     d->rep.verdict = sm->verdict;
     d->rep.plaintext = sm->plaintext;
     d->rep.reused = d->reused;
     snprintf(d->rep.smtp_reply, sizeof(d->rep.smtp_reply), "%s", sm->last_reply);
-    eng_connpool_release(c, true);
-    attempt_finish(d);
+    if (give_back(d, c))
+        attempt_finish(d);
 }
 
 static void on_ready(void *arg, struct eng_conn *c)
@@ -127,12 +132,8 @@ static void on_ready(void *arg, struct eng_conn *c)
         return;
     }
     if (d->stop) {
-        if (!d->cfg.pool) {
-            eng_connpool_release(c, false); /* done follows and finishes */
-            return;
-        }
-        eng_connpool_release(c, true);
-        try_next(d); /* finishes: nothing more to try */
+        if (give_back(d, c))
+            try_next(d); /* finishes: nothing more to try */
         return;
     }
     d->t_ready = d->t_txn = eng_deliver_now_ms();
@@ -153,12 +154,8 @@ static void on_ready(void *arg, struct eng_conn *c)
     eng_deliver_result_set(&d->cand, QUEUE_RESULT_LOCAL, 451, "4.3.0", "", text);
     d->cand_set = d->cand_tls = true; /* nothing overrides it */
     d->stop = true;
-    if (!d->cfg.pool) {
-        eng_connpool_release(c, false); /* done follows and finishes */
-        return;
-    }
-    eng_connpool_release(c, true);
-    try_next(d);
+    if (give_back(d, c))
+        try_next(d);
 }
 
 /* A reused connection that failed before any reply to MAIL took nothing: the
@@ -289,10 +286,7 @@ static unsigned pick_source(const struct eng_deliver *d, int family)
         n += d->cfg.sources[i].ss_family == family;
     if (n == 0)
         return 0;
-    uint64_t hash = 1469598103934665603ull;
-    for (const char *p = d->env->domain; *p; p++)
-        hash = (hash ^ (uint8_t)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p)) * 1099511628211ull;
-    unsigned want = (unsigned)(hash % n);
+    unsigned want = (unsigned)(eng_hash_name(d->env->domain) % n);
     for (unsigned i = 0; i < d->cfg.nsources; i++)
         if (d->cfg.sources[i].ss_family == family && want-- == 0)
             return i + 1;

@@ -7,6 +7,7 @@
  * start-up allocations; an inbox message is control-plane (an injection, a DSN, a
  * recovered message) and is allocated per message, -ENOMEM to the caller.
  */
+#include "engine/hash.h"
 #include "engine/group_int.h"
 
 #include <dirent.h>
@@ -32,13 +33,7 @@ _Static_assert(sizeof(struct eng_worker_stats) % sizeof(uint64_t) == 0,
 
 uint64_t eng_group_hash(const char *domain)
 {
-    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a 64 offset basis */
-    for (const unsigned char *p = (const unsigned char *)domain; *p; p++) {
-        unsigned char c = *p >= 'A' && *p <= 'Z' ? (unsigned char)(*p + 32) : *p;
-        h ^= c;
-        h *= 0x100000001b3ull; /* FNV 64 prime */
-    }
-    return h;
+    return eng_hash_name(domain);
 }
 
 unsigned eng_group_shard_of(const struct eng_group *g, const char *domain)
