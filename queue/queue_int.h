@@ -19,6 +19,7 @@
 #include "queue/queue.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -33,6 +34,10 @@
 
 /* CRC32C (Castagnoli), continuing from crc (0 to start). */
 uint32_t queue_crc32c(uint32_t crc, const void *buf, size_t len);
+/* The portable table version, and whether queue_crc32c uses the CPU's instruction
+ * (tests compare the two). */
+uint32_t queue_crc32c_sw(uint32_t crc, const void *buf, size_t len);
+bool queue_crc32c_hw_available(void);
 
 /* A bounded output buffer; a write past cap sets overflow instead of writing. */
 struct queue_out {
@@ -142,7 +147,9 @@ struct queue_spool {
     uint64_t max_message_size, min_free_bytes;
     unsigned batch_max;
     bool no_group_commit;
-    bool use_syncfs; /* one syncfs per round instead of fdatasync per file */
+    bool use_syncfs;                   /* one syncfs per round instead of fdatasync per file */
+    struct queue_sync_ring *sync_ring; /* the committer's (spool_sync.c); NULL = serial */
+    int *sync_fds, *sync_errs;         /* max(batch_max, QUEUE_SPOOL_DIRS) each */
     void (*log)(void *arg, const char *line);
     void *log_arg;
 
@@ -166,6 +173,17 @@ struct queue_spool {
     /* counters, written with __atomic */
     struct queue_spool_stats st;
 };
+
+/* The committer's fsyncs issued together (spool_sync.c). queue_sync_ring_new returns 0
+ * and *out (free with queue_sync_ring_free), or -errno when io_uring is unavailable.
+ * queue_sync_fds fsyncs (datasync: fdatasyncs) the n fds, all in flight at once when
+ * r is not NULL, and sets errs[i] to 0 or the errno of fds[i]; fds and errs are
+ * borrowed for the call. */
+struct queue_sync_ring;
+int queue_sync_ring_new(struct queue_sync_ring **out);
+void queue_sync_ring_free(struct queue_sync_ring *r);
+void queue_sync_fds(struct queue_sync_ring *r, const int *fds, unsigned n, bool datasync,
+                    int *errs);
 
 /* Logs one line through cfg->log (printf-style). */
 void queue_spool_logf(struct queue_spool *sp, const char *fmt, ...)

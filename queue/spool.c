@@ -151,6 +151,8 @@ static void spool_free(struct queue_spool *sp)
     pthread_cond_destroy(&sp->cv);
     free(sp->buf);
     free(sp->pool);
+    free(sp->sync_fds);
+    free(sp->sync_errs);
     free(sp);
 }
 
@@ -170,6 +172,13 @@ int queue_spool_open(const struct queue_spool_config *cfg, struct queue_spool **
     sp->max_message_size = cfg->max_message_size ? cfg->max_message_size : DEFAULT_MAX_MESSAGE;
     sp->min_free_bytes = cfg->min_free_bytes ? cfg->min_free_bytes : DEFAULT_MIN_FREE;
     sp->batch_max = cfg->batch_max ? cfg->batch_max : DEFAULT_BATCH;
+    size_t nsync = sp->batch_max > QUEUE_SPOOL_DIRS ? sp->batch_max : QUEUE_SPOOL_DIRS;
+    sp->sync_fds = calloc(nsync, sizeof(int));
+    sp->sync_errs = calloc(nsync, sizeof(int));
+    if (sp->sync_fds == NULL || sp->sync_errs == NULL) {
+        spool_free(sp);
+        return -ENOMEM;
+    }
     sp->no_group_commit = cfg->no_group_commit;
     sp->use_syncfs = cfg->sync_fs;
     sp->log = cfg->log;

@@ -35,7 +35,7 @@ static void crc_init(void)
             crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
 }
 
-uint32_t queue_crc32c(uint32_t crc, const void *buf, size_t len)
+uint32_t queue_crc32c_sw(uint32_t crc, const void *buf, size_t len)
 {
     pthread_once(&crc_once, crc_init);
     const uint8_t *p = buf;
@@ -59,6 +59,55 @@ uint32_t queue_crc32c(uint32_t crc, const void *buf, size_t len)
         crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
     return ~crc;
 }
+
+#if defined(__x86_64__)
+/* SSE4.2 has a CRC32C instruction (the same Castagnoli polynomial): about five times
+ * the table's speed. Every message is checksummed when written and again when read
+ * for delivery, so on a 10 KB message this is most of the spool's user-space CPU. */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const void *buf,
+                                                            size_t len)
+{
+    const uint8_t *p = buf;
+    uint64_t c = ~crc & 0xffffffffu;
+    while (len > 0 && ((uintptr_t)p & 7) != 0) {
+        c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+        len--;
+    }
+    while (len >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c = __builtin_ia32_crc32di(c, w);
+        p += 8;
+        len -= 8;
+    }
+    while (len-- > 0)
+        c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+    return ~(uint32_t)c;
+}
+
+bool queue_crc32c_hw_available(void)
+{
+    return __builtin_cpu_supports("sse4.2");
+}
+
+uint32_t queue_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+    static int hw = -1; /* racy but idempotent: every thread computes the same value */
+    if (hw < 0)
+        hw = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+    return hw ? crc32c_hw(crc, buf, len) : queue_crc32c_sw(crc, buf, len);
+}
+#else
+bool queue_crc32c_hw_available(void)
+{
+    return false;
+}
+
+uint32_t queue_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+    return queue_crc32c_sw(crc, buf, len);
+}
+#endif
 
 /* ---- writing ----------------------------------------------------------------------- */
 
