@@ -47,6 +47,7 @@
 #include "dns/dns.h"
 #include "engine/capcache.h"
 #include "engine/connpool.h"
+#include "engine/json_out.h"
 #include "engine/dns_loop.h"
 #include "engine/loop.h"
 #include "engine/policy.h"
@@ -81,6 +82,9 @@ struct eng_deliver_config {
     unsigned send_timeout_ms;      /* 0 = reply_timeout_ms */
     unsigned data_done_timeout_ms; /* 0 = 600000 (RFC 5321 4.5.3.2.6: 10 minutes) */
     unsigned max_mx_hosts;         /* MX hosts tried per attempt; 0 = all the resolver gave */
+    struct eng_json_out *log_out;  /* where the delivery-log lines are built (json_out.h),
+                                    * reused line after line; borrowed, on the loop thread;
+                                    * NULL = a buffer per line */
 };
 
 /* How the attempt ended, as a whole. */

@@ -6,13 +6,13 @@
  * carries the same object so that the log alone is enough to answer "where did this
  * message go, over what TLS, and why not".
  */
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "engine/deliver_int.h"
+#include "engine/json_out.h"
 #include "engine/log.h"
 
 static const char *const result_names[] = {
@@ -86,97 +86,92 @@ void eng_deliver_apply_all(struct eng_deliver *d, enum queue_rcpt_state state,
 
 /* ---- the JSON line ---------------------------------------------------------------------- */
 
-static json_t *json_str_or_null(const char *s)
+static void json_rcpts(struct eng_json_out *w, const struct eng_deliver *d)
 {
-    return s && s[0] ? json_string(s) : json_null();
-}
-
-static json_t *json_rcpts(const struct eng_deliver *d)
-{
-    json_t *a = json_array();
+    eng_json_out_open(w, "recipients", true);
     for (unsigned k = 0; k < d->ntried; k++) {
         const struct queue_rcpt *r = &d->env->rcpts[d->idx[k]];
-        json_t *o = json_object();
-        json_object_set_new(o, "addr", json_string(r->addr));
-        json_object_set_new(o, "state", json_string(queue_rcpt_state_name(r->state)));
-        json_object_set_new(o, "kind", json_string(queue_result_kind_name(r->last.kind)));
-        json_object_set_new(o, "code", json_integer(r->last.code));
-        json_object_set_new(o, "enhanced", json_str_or_null(r->last.enhanced));
-        json_object_set_new(o, "text", json_string(r->last.text));
-        json_array_append_new(a, o);
+        eng_json_out_open(w, NULL, false);
+        eng_json_out_str(w, "addr", r->addr);
+        eng_json_out_str(w, "state", queue_rcpt_state_name(r->state));
+        eng_json_out_str(w, "kind", queue_result_kind_name(r->last.kind));
+        eng_json_out_int(w, "code", r->last.code);
+        eng_json_out_str_or_null(w, "enhanced", r->last.enhanced);
+        eng_json_out_str(w, "text", r->last.text);
+        eng_json_out_close(w, false);
     }
-    return a;
+    eng_json_out_close(w, true);
 }
 
-static json_t *json_tls(const struct tls_verdict *v)
+static void json_tls(struct eng_json_out *w, const struct tls_verdict *v)
 {
     const struct tls_evidence *ev = &v->ev;
-    json_t *o = json_object();
-    json_object_set_new(o, "version",
-                        ev->version ? json_string(tls_version_name(ev->version)) : json_null());
-    json_object_set_new(o, "cipher", json_str_or_null(ev->cipher));
-    json_object_set_new(o, "subject", ev->has_cert ? json_string(ev->subject) : json_null());
-    json_object_set_new(o, "issuer", ev->has_cert ? json_string(ev->issuer) : json_null());
+    eng_json_out_open(w, "tls", false);
+    eng_json_out_str_or_null(w, "version", ev->version ? tls_version_name(ev->version) : NULL);
+    eng_json_out_str_or_null(w, "cipher", ev->cipher);
+    eng_json_out_str_or_null(w, "subject", ev->has_cert ? ev->subject : NULL);
+    eng_json_out_str_or_null(w, "issuer", ev->has_cert ? ev->issuer : NULL);
     char fp[65];
-    json_object_set_new(o, "fingerprint",
-                        ev->has_cert ? json_string(tls_evidence_fingerprint(ev, fp, sizeof(fp)))
-                                     : json_null());
-    json_object_set_new(o, "session", json_string(ev->resumed ? "resumed" : "full"));
+    eng_json_out_str_or_null(w, "fingerprint",
+                             ev->has_cert ? tls_evidence_fingerprint(ev, fp, sizeof(fp)) : NULL);
+    eng_json_out_str(w, "session", ev->resumed ? "resumed" : "full");
     if (ev->detail[0])
-        json_object_set_new(o, "detail", json_string(ev->detail));
-    return o;
+        eng_json_out_str(w, "detail", ev->detail);
+    eng_json_out_close(w, false);
 }
 
-static char *json_line(const struct eng_deliver *d, const struct eng_deliver_report *rep)
+/* The line, in w (reset first). Keys and their order are the delivery log's format. */
+static const char *json_line(struct eng_json_out *w, const struct eng_deliver *d,
+                             const struct eng_deliver_report *rep)
 {
     char id[QUEUE_ID_HEX];
-    json_t *o = json_object();
-    json_object_set_new(o, "queue_id", json_string(queue_id_format(d->env->id, id)));
-    json_object_set_new(o, "domain", json_string(d->env->domain));
-    json_object_set_new(o, "result", json_string(eng_deliver_result_name(rep->result)));
-    json_object_set_new(o, "recipients", json_rcpts(d));
-    json_object_set_new(o, "dns", json_string(dns_outcome_name(rep->dns_outcome)));
-    json_object_set_new(o, "mx", json_str_or_null(rep->mx_host));
-    json_object_set_new(o, "address", json_str_or_null(rep->address));
-    json_object_set_new(o, "smtp_reply", json_str_or_null(rep->smtp_reply));
-    json_object_set_new(o, "policy", json_string(rep->policy));
-    json_object_set_new(o, "mode", json_string(eng_policy_mode_name(rep->mode)));
+    eng_json_out_reset(w);
+    eng_json_out_open(w, NULL, false);
+    eng_json_out_str(w, "queue_id", queue_id_format(d->env->id, id));
+    eng_json_out_str(w, "domain", d->env->domain);
+    eng_json_out_str(w, "result", eng_deliver_result_name(rep->result));
+    json_rcpts(w, d);
+    eng_json_out_str(w, "dns", dns_outcome_name(rep->dns_outcome));
+    eng_json_out_str_or_null(w, "mx", rep->mx_host);
+    eng_json_out_str_or_null(w, "address", rep->address);
+    eng_json_out_str_or_null(w, "smtp_reply", rep->smtp_reply);
+    eng_json_out_str(w, "policy", rep->policy);
+    eng_json_out_str(w, "mode", eng_policy_mode_name(rep->mode));
     /* The evidence: of the delivering connection, else of the first refusal seen. */
-    json_object_set_new(o, "tls",
-                        rep->transacted && !rep->plaintext    ? json_tls(&rep->verdict)
-                        : !rep->transacted && d->refused_live ? json_tls(&d->refused)
-                                                              : json_null());
+    if (rep->transacted && !rep->plaintext)
+        json_tls(w, &rep->verdict);
+    else if (!rep->transacted && d->refused_live)
+        json_tls(w, &d->refused);
+    else
+        eng_json_out_null(w, "tls");
     /* "opportunistic": delivered under that policy without meeting the floor (TLS below
      * it, or plaintext): the reason then says what the floor would have refused. */
     const char *verdict = rep->transacted ? (rep->floor_met ? "pass" : "opportunistic")
                           : d->cand_tls   ? "refuse"
                                           : NULL;
-    json_object_set_new(o, "verdict", json_str_or_null(verdict));
+    eng_json_out_str_or_null(w, "verdict", verdict);
     /* The delivering connection's reason (none) when a host took the message; else the
      * refusal behind the deferral. */
     enum tls_reason reason = rep->transacted ? rep->verdict.reason : rep->refusal;
-    json_object_set_new(o, "reason", json_string(tls_reason_name(reason)));
-    json_object_set_new(o, "refused_before",
-                        rep->transacted && rep->refusal != TLS_REASON_NONE
-                                ? json_string(tls_reason_name(rep->refusal))
-                                : json_null());
-    json_object_set_new(o, "transport",
-                        rep->transacted ? json_string(rep->plaintext ? "plaintext" : "tls")
-                                        : json_null());
-    json_object_set_new(o, "connection",
-                        rep->transacted ? json_string(rep->reused ? "reused" : "new")
-                                        : json_null());
-    json_object_set_new(o, "connections", json_integer(rep->connections));
-    json_object_set_new(o, "skipped_cached", json_integer(rep->skipped_cached));
-    json_t *t = json_object();
-    json_object_set_new(t, "dns_ms", json_integer((json_int_t)rep->dns_ms));
-    json_object_set_new(t, "connect_ms", json_integer((json_int_t)rep->connect_ms));
-    json_object_set_new(t, "txn_ms", json_integer((json_int_t)rep->txn_ms));
-    json_object_set_new(t, "total_ms", json_integer((json_int_t)rep->total_ms));
-    json_object_set_new(o, "durations", t);
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    return s;
+    eng_json_out_str(w, "reason", tls_reason_name(reason));
+    eng_json_out_str_or_null(w, "refused_before",
+                             rep->transacted && rep->refusal != TLS_REASON_NONE
+                                     ? tls_reason_name(rep->refusal)
+                                     : NULL);
+    eng_json_out_str_or_null(w, "transport",
+                             rep->transacted ? (rep->plaintext ? "plaintext" : "tls") : NULL);
+    eng_json_out_str_or_null(w, "connection",
+                             rep->transacted ? (rep->reused ? "reused" : "new") : NULL);
+    eng_json_out_int(w, "connections", rep->connections);
+    eng_json_out_int(w, "skipped_cached", rep->skipped_cached);
+    eng_json_out_open(w, "durations", false);
+    eng_json_out_int(w, "dns_ms", (int64_t)rep->dns_ms);
+    eng_json_out_int(w, "connect_ms", (int64_t)rep->connect_ms);
+    eng_json_out_int(w, "txn_ms", (int64_t)rep->txn_ms);
+    eng_json_out_int(w, "total_ms", (int64_t)rep->total_ms);
+    eng_json_out_close(w, false);
+    eng_json_out_close(w, false);
+    return eng_json_out_text(w);
 }
 
 /* ---- the report ---------------------------------------------------------------------------- */
@@ -212,10 +207,13 @@ void eng_deliver_report_run(struct eng_deliver *d)
                   : rep->bounced == d->ntried  ? ENG_DELIVER_BOUNCED
                   : rep->deferred == d->ntried ? ENG_DELIVER_DEFERRED
                                                : ENG_DELIVER_MIXED;
-    char *line = json_line(d, rep);
+    struct eng_json_out own = { 0 }, *w = d->cfg.log_out ? d->cfg.log_out : &own;
+    const char *line = json_line(w, d, rep);
     rep->log_json = line ? line : "{}";
-    eng_log(ENG_LOG_INFO, "delivery %s", rep->log_json);
+    if (eng_log_enabled(ENG_LOG_INFO))
+        eng_log(ENG_LOG_INFO, "delivery %s", rep->log_json);
     d->done(d->arg, rep);
-    free(line);
     rep->log_json = NULL;
+    if (w == &own)
+        eng_json_out_free(&own);
 }

@@ -121,7 +121,9 @@ static void start_one(struct eng_worker *w, struct wk_attempt *a, struct queue_e
     queue_id_t id = queue_entry_id(e);
     /* A blocking read of a small file on the loop thread: acceptable for now; a reader
      * thread (or io_uring reads) that hands the message over is future work. */
-    int rc = queue_spool_read(w->cfg.spool, id, &a->env, &a->content, &a->len);
+    int rc = queue_entry_fresh(e)
+                     ? queue_spool_read_fresh(w->cfg.spool, id, &a->env, &a->content, &a->len)
+                     : queue_spool_read(w->cfg.spool, id, &a->env, &a->content, &a->len);
     if (rc != 0) {
         char hex[QUEUE_ID_HEX];
         eng_log(ENG_LOG_ERROR, "worker: cannot read message %s: %s", queue_id_format(id, hex),
@@ -187,6 +189,7 @@ static void enqueue_done(void *arg, queue_id_t id, int res)
             .nrcpts = env->nrcpts,
             .content_size = env->content_size,
             .is_dsn = env->is_dsn,
+            .fresh = true,
         };
         struct queue_entry *e;
         int rc = 0;
@@ -306,6 +309,7 @@ int eng_worker_new(const struct eng_worker_config *cfg, struct eng_worker **out)
         .port = cfg->port,
         .connect_timeout_ms = cfg->connect_timeout_ms,
         .reply_timeout_ms = cfg->reply_timeout_ms,
+        .log_out = &w->log_out,
     };
     w->port_released = w->timer_released = true; /* nothing open yet */
     *out = w;
@@ -351,7 +355,10 @@ int eng_worker_adopt(struct eng_worker *w, const struct queue_entry_info *info, 
     if (!w || !info || !info->domain || !w->started)
         return -EINVAL;
     struct queue_entry *e;
-    int rc = queue_sched_add(w->sched, info, eng_worker_now(), &e);
+    /* Made durable by another worker of this process: no state file yet. */
+    struct queue_entry_info copy = *info;
+    copy.fresh = !recovered;
+    int rc = queue_sched_add(w->sched, &copy, eng_worker_now(), &e);
     if (rc != 0)
         return rc;
     if (recovered)
@@ -444,5 +451,6 @@ void eng_worker_free(struct eng_worker *w)
     free(w->slots);
     free(w->helo);
     free(w->mta);
+    eng_json_out_free(&w->log_out);
     free(w);
 }

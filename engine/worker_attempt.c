@@ -267,6 +267,7 @@ static void remove_done(void *arg, queue_id_t id, int res)
         w->stats.errors++;
         a->remove_failed = true;
         eng_worker_attempt_set(a, WK_PERSISTING);
+        queue_entry_mark_updated(a->entry);
         int rc = queue_port_update(w->port, a->upd, persist_done, a);
         w->port_pending++;
         if (rc != 0)
@@ -336,6 +337,7 @@ static void persist(struct wk_attempt *a)
         return;
     }
     eng_worker_attempt_set(a, WK_PERSISTING);
+    queue_entry_mark_updated(a->entry);
     int rc = queue_port_update(a->w->port, a->upd, persist_done, a);
     if (rc == 0)
         a->w->port_pending++;

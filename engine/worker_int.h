@@ -49,6 +49,7 @@ struct eng_worker {
     char *helo;
     char *mta;
     struct eng_deliver_config dcfg;
+    struct eng_json_out log_out; /* dcfg.log_out: every attempt's delivery-log line */
     struct queue_sched *sched;
     struct queue_port *port;
     eng_handle_t h_port;  /* poll on queue_port_fd */

@@ -228,6 +228,13 @@ int queue_spool_recover(struct queue_spool *sp, queue_recover_fn fn, void *arg,
 int queue_spool_read(struct queue_spool *sp, queue_id_t id, struct queue_envelope **env,
                      void **content, size_t *len);
 
+/* queue_spool_read for a message its caller knows has no state file: made durable by
+ * this process and never updated since (queue_entry_fresh). Skips looking for the
+ * state file: that lookup of a name that does not exist walks the directory index on
+ * every delivery. */
+int queue_spool_read_fresh(struct queue_spool *sp, queue_id_t id, struct queue_envelope **env,
+                           void **content, size_t *len);
+
 struct queue_spool_stats {
     uint64_t enqueued, updated, removed;
     uint64_t commits;       /* group commits (sync rounds) */
@@ -317,6 +324,7 @@ struct queue_entry_info {
     uint64_t content_size;
     bool is_dsn;
     bool delay_warned;
+    bool fresh; /* made durable by this process, never updated: no state file exists */
 };
 
 /* Adds a message: ready (domain's ready queue) if next_attempt <= now, else deferred.
@@ -371,6 +379,12 @@ queue_id_t queue_entry_id(const struct queue_entry *e);
 const char *queue_entry_domain(const struct queue_entry *e);
 int64_t queue_entry_next_attempt(const struct queue_entry *e);
 uint16_t queue_entry_attempts(const struct queue_entry *e);
+
+/* True while the entry was added fresh (queue_entry_info.fresh) and no state update was
+ * made for it since (queue_entry_mark_updated, which its owner calls when it submits
+ * one, whether or not it succeeds). */
+bool queue_entry_fresh(const struct queue_entry *e);
+void queue_entry_mark_updated(struct queue_entry *e);
 
 struct queue_sched_stats {
     uint64_t entries, ready, deferred, inflight;

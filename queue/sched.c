@@ -143,7 +143,8 @@ int queue_sched_add(struct queue_sched *s, const struct queue_entry_info *info, 
     e->nrcpts = info->nrcpts;
     e->content_size = info->content_size;
     e->flags =
-            (uint8_t)((info->is_dsn ? SCHED_F_DSN : 0) | (info->delay_warned ? SCHED_F_WARNED : 0));
+            (uint8_t)((info->is_dsn ? SCHED_F_DSN : 0) | (info->delay_warned ? SCHED_F_WARNED : 0) |
+                      (info->fresh ? SCHED_F_FRESH : 0));
     d->nentries++;
     s->bytes += e->content_size;
     queue_sched_table_insert(&s->ids, hash, e);
@@ -294,6 +295,16 @@ int64_t queue_entry_next_attempt(const struct queue_entry *e)
 uint16_t queue_entry_attempts(const struct queue_entry *e)
 {
     return e->attempts;
+}
+
+bool queue_entry_fresh(const struct queue_entry *e)
+{
+    return (e->flags & SCHED_F_FRESH) != 0;
+}
+
+void queue_entry_mark_updated(struct queue_entry *e)
+{
+    e->flags &= (uint8_t)~SCHED_F_FRESH;
 }
 
 void queue_sched_stats(const struct queue_sched *s, struct queue_sched_stats *out)

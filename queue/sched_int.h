@@ -30,6 +30,7 @@ enum sched_state {
 
 #define SCHED_F_DSN    0x01u
 #define SCHED_F_WARNED 0x02u
+#define SCHED_F_FRESH  0x04u /* no state file: see queue_entry_fresh */
 
 struct sched_domain;
 

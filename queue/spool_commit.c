@@ -370,6 +370,8 @@ void *queue_spool_committer(void *arg)
 {
     struct queue_spool *sp = arg;
     unsigned max = sp->no_group_commit ? 1 : sp->batch_max;
+    /* Named so that top, perf and the benchmarks can tell the spool's CPU apart. */
+    pthread_setname_np(pthread_self(), "floormta-spool");
     int rc = queue_sync_ring_new(&sp->sync_ring);
     if (rc != 0)
         queue_spool_logf(sp, "spool: no io_uring for the fsyncs (%s): syncing one file at a time",

@@ -354,6 +354,31 @@ static bool titem_eq(const void *item, const void *key)
 
 /* Long clusters: items sharing a home (distances past the 4 bits kept in a slot) and
  * clusters wrapping around the end of the array. */
+/* The fresh flag: set only when the owner says so, cleared by a state update and never
+ * set again, whatever else happens to the entry. */
+static void test_fresh(void **state)
+{
+    (void)state;
+    struct queue_sched *s = new_sched();
+    struct queue_entry *old = add(s, 1, "a.example", NOW);
+    assert_false(queue_entry_fresh(old));
+    struct queue_entry_info info = {
+        .id = 2, .domain = "a.example", .arrival = NOW, .nrcpts = 1, .fresh = true
+    };
+    struct queue_entry *e = NULL;
+    assert_int_equal(queue_sched_add(s, &info, NOW, &e), 0);
+    assert_true(queue_entry_fresh(e));
+    assert_int_equal(pop_id(s), 1);
+    assert_int_equal(pop_id(s), 2);
+    queue_entry_mark_updated(e);
+    assert_false(queue_entry_fresh(e));
+    queue_sched_defer(s, e, NOW, NULL);
+    assert_int_equal(queue_sched_flush(s, NULL, NOW), 1);
+    assert_int_equal(pop_id(s), 2);
+    assert_false(queue_entry_fresh(e));
+    queue_sched_free(s);
+}
+
 static void test_table_collisions(void **state)
 {
     (void)state;
@@ -793,17 +818,12 @@ static void test_million(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fifo),
-        cmocka_unit_test(test_round_robin),
-        cmocka_unit_test(test_pop_domain),
-        cmocka_unit_test(test_promote),
-        cmocka_unit_test(test_remove_states),
-        cmocka_unit_test(test_find_and_errors),
-        cmocka_unit_test(test_flush),
-        cmocka_unit_test(test_domains_freed),
-        cmocka_unit_test(test_table_collisions),
-        cmocka_unit_test(test_model),
-        cmocka_unit_test(test_million),
+        cmocka_unit_test(test_fifo),          cmocka_unit_test(test_round_robin),
+        cmocka_unit_test(test_pop_domain),    cmocka_unit_test(test_promote),
+        cmocka_unit_test(test_remove_states), cmocka_unit_test(test_find_and_errors),
+        cmocka_unit_test(test_flush),         cmocka_unit_test(test_domains_freed),
+        cmocka_unit_test(test_fresh),         cmocka_unit_test(test_table_collisions),
+        cmocka_unit_test(test_model),         cmocka_unit_test(test_million),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
