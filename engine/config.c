@@ -6,6 +6,7 @@
 #include "engine/config.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,14 +55,14 @@ void eng_config_errors_add(struct eng_config_errors *e, const char *file, unsign
     va_end(ap);
     if (e->n == e->cap) {
         e->cap = e->cap ? 2 * e->cap : 8;
-        e->v = cfg_xrealloc(e->v, e->cap, sizeof(*e->v));
+        e->v = eng_cfg_xrealloc(e->v, e->cap, sizeof(*e->v));
     }
     struct eng_config_error *x = &e->v[e->n++];
-    x->file = cfg_xstrdup(file ? file : "");
+    x->file = eng_cfg_xstrdup(file ? file : "");
     x->line = line;
     x->col = line ? col : 0;
-    x->key = cfg_xstrdup(key ? key : "");
-    x->message = cfg_xstrdup(msg);
+    x->key = eng_cfg_xstrdup(key ? key : "");
+    x->message = eng_cfg_xstrdup(msg);
 }
 
 void eng_config_errors_print(const struct eng_config_errors *e, FILE *f)
@@ -78,7 +79,7 @@ void eng_config_errors_print(const struct eng_config_errors *e, FILE *f)
 
 /* ---- parse, load, free --------------------------------------------------------------- */
 
-void cfg_free_strings(char ***v, size_t *n)
+void eng_cfg_free_strings(char ***v, size_t *n)
 {
     for (size_t i = 0; i < *n; i++)
         free((*v)[i]);
@@ -105,12 +106,12 @@ void eng_config_free(struct eng_config *c)
         return;
     free(c->file);
     free(c->spool.dir);
-    cfg_free_strings(&c->dns.servers, &c->dns.nservers);
+    eng_cfg_free_strings(&c->dns.servers, &c->dns.nservers);
     free(c->dns.servers_csv);
     free(c->tls.ca_file);
     free(c->delivery.helo_name);
     free(c->delivery.sources);
-    cfg_free_strings(&c->delivery.source_texts, &c->delivery.nsources);
+    eng_cfg_free_strings(&c->delivery.source_texts, &c->delivery.nsources);
     for (size_t i = 0; i < c->listen.nsmtp; i++)
         free(c->listen.smtp[i].address);
     free(c->listen.smtp);
@@ -121,7 +122,7 @@ void eng_config_free(struct eng_config *c)
         free(c->submission.relay_networks[i].text);
     free(c->submission.relay_networks);
     free(c->submission.credentials_file);
-    cfg_free_strings(&c->api.tokens, &c->api.ntokens);
+    eng_cfg_free_strings(&c->api.tokens, &c->api.ntokens);
     free(c->api.tokens_file);
     free(c->log.delivery);
     free(c->log.engine);
@@ -143,18 +144,18 @@ int eng_config_parse(const char *text, size_t len, const char *filename, struct 
                      struct eng_config_errors *errs)
 {
     *out = NULL;
-    struct eng_config *c = cfg_xcalloc(1, sizeof(*c));
-    c->file = cfg_xstrdup(filename ? filename : "<config>");
-    c->marks = cfg_xcalloc(1, sizeof(*c->marks));
-    struct cfg_parse p = { .cfg = c, .errs = errs };
+    struct eng_config *c = eng_cfg_xcalloc(1, sizeof(*c));
+    c->file = eng_cfg_xstrdup(filename ? filename : "<config>");
+    c->marks = eng_cfg_xcalloc(1, sizeof(*c->marks));
+    struct eng_cfg_parse p = { .cfg = c, .errs = errs };
 
     p.file = CFG_DEFAULT_NAME;
     p.is_default = true;
-    cfg_parse_layer(&p, eng_config_default_yaml, eng_config_default_yaml_len);
+    eng_cfg_parse_layer(&p, eng_config_default_yaml, eng_config_default_yaml_len);
     p.file = c->file;
     p.is_default = false;
-    cfg_parse_layer(&p, text, len);
-    cfg_rules(&p); /* also after errors: every error in one run */
+    eng_cfg_parse_layer(&p, text, len);
+    eng_cfg_rules(&p); /* also after errors: every error in one run */
     if (p.nerrors) {
         eng_config_free(c);
         return -EINVAL;
@@ -175,7 +176,7 @@ int eng_config_load(const char *path, struct eng_config **out, struct eng_config
     }
     /* Read to the end rather than stat the size: /dev/stdin and pipes have none. */
     size_t cap = 8192, len = 0;
-    char *buf = cfg_xcalloc(cap, 1);
+    char *buf = eng_cfg_xcalloc(cap, 1);
     for (;;) {
         if (len == cap) {
             if (cap >= (64u << 20)) {
@@ -186,7 +187,7 @@ int eng_config_load(const char *path, struct eng_config **out, struct eng_config
                 return -EFBIG;
             }
             cap *= 2;
-            buf = cfg_xrealloc(buf, cap, 1);
+            buf = eng_cfg_xrealloc(buf, cap, 1);
         }
         size_t got = fread(buf + len, 1, cap - len, f);
         len += got;
@@ -214,7 +215,7 @@ int eng_config_default(struct eng_config **out)
 bool eng_config_locate(const struct eng_config *cfg, const char *key, const char **file,
                        unsigned *line, unsigned *col)
 {
-    const struct eng_config_mark *m = cfg_mark_find(cfg, key);
+    const struct eng_config_mark *m = eng_cfg_mark_find(cfg, key);
     if (m == NULL)
         return false;
     if (file)
@@ -312,4 +313,32 @@ int eng_config_policy_table(const struct eng_config *c, struct eng_policy_table 
     }
     *out = t;
     return 0;
+}
+
+bool eng_config_cidr_match(const struct eng_config_cidr *c, const struct sockaddr *sa)
+{
+    static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+    const uint8_t *a;
+    int family = sa->sa_family;
+    if (family == AF_INET) {
+        a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+    } else if (family == AF_INET6) {
+        a = (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+        /* A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d. */
+        if (c->family == AF_INET && memcmp(a, v4mapped, sizeof(v4mapped)) == 0) {
+            a += 12;
+            family = AF_INET;
+        }
+    } else {
+        return false;
+    }
+    if (family != c->family)
+        return false;
+    unsigned full = c->prefix / 8, rest = c->prefix % 8;
+    if (memcmp(a, c->addr, full) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    uint8_t mask = (uint8_t)(0xff << (8 - rest));
+    return (a[full] & mask) == c->addr[full];
 }

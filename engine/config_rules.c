@@ -26,16 +26,16 @@ static void free_policy(struct eng_config *c)
     c->npolicy = 0;
 }
 
-void cfg_policy(struct cfg_parse *p, yaml_node_t *n, const char *path, void *field)
+void eng_cfg_policy(struct eng_cfg_parse *p, yaml_node_t *n, const char *path, void *field)
 {
     (void)field;
     struct eng_config *c = p->cfg;
     free_policy(c);
-    cfg_marks_drop_children(c, path);
-    if (cfg_is_null(n))
+    eng_cfg_marks_drop_children(c, path);
+    if (eng_cfg_is_null(n))
         return;
     if (n->type != YAML_MAPPING_NODE) {
-        cfg_err(p, n, path, "expected a mapping of domain patterns to policy lines");
+        eng_cfg_err(p, n, path, "expected a mapping of domain patterns to policy lines");
         return;
     }
     struct eng_policy_table *scratch;
@@ -43,23 +43,23 @@ void cfg_policy(struct cfg_parse *p, yaml_node_t *n, const char *path, void *fie
         abort();
     yaml_node_pair_t *start = n->data.mapping.pairs.start;
     size_t count = (size_t)(n->data.mapping.pairs.top - start);
-    c->policy = cfg_xcalloc(count, sizeof(*c->policy));
+    c->policy = eng_cfg_xcalloc(count, sizeof(*c->policy));
     for (size_t i = 0; i < count; i++) {
-        yaml_node_t *kn = cfg_node(p, start[i].key, path);
-        const char *pattern = kn ? cfg_scalar(p, kn, path) : NULL;
+        yaml_node_t *kn = eng_cfg_node(p, start[i].key, path);
+        const char *pattern = kn ? eng_cfg_scalar(p, kn, path) : NULL;
         if (pattern == NULL)
             continue;
         char at[CFG_PATH_MAX];
-        cfg_path_key(at, path, pattern);
-        yaml_node_t *vn = cfg_node(p, start[i].value, at);
-        const char *text = vn ? cfg_scalar(p, vn, at) : NULL;
+        eng_cfg_path_key(at, path, pattern);
+        yaml_node_t *vn = eng_cfg_node(p, start[i].value, at);
+        const char *text = vn ? eng_cfg_scalar(p, vn, at) : NULL;
         struct eng_policy_spec spec;
         char why[256];
         bool spec_ok = false;
         if (text && eng_policy_spec_parse(text, &spec, why, sizeof(why)) == 0)
             spec_ok = true;
         else if (text)
-            cfg_err(p, vn, at, "bad policy line \"%s\": %s", text, why);
+            eng_cfg_err(p, vn, at, "bad policy line \"%s\": %s", text, why);
         /* The pattern is checked even when the line is bad, so both errors show. */
         struct eng_policy_spec probe;
         eng_policy_spec_init(&probe);
@@ -72,20 +72,20 @@ void cfg_policy(struct cfg_parse *p, yaml_node_t *n, const char *path, void *fie
                     strcasecmp((const char *)pk->data.scalar.value, pattern) == 0)
                     first = (unsigned)pk->start_mark.line + 1;
             }
-            cfg_err(p, kn, at, "repeated domain pattern (first at line %u)", first);
+            eng_cfg_err(p, kn, at, "repeated domain pattern (first at line %u)", first);
             continue;
         }
         if (rc < 0) {
-            cfg_err(p, kn, at, "bad domain pattern: %s", eng_policy_table_error(scratch));
+            eng_cfg_err(p, kn, at, "bad domain pattern: %s", eng_policy_table_error(scratch));
             continue;
         }
         if (!spec_ok)
             continue;
         struct eng_config_policy *e = &c->policy[c->npolicy++];
-        e->pattern = cfg_xstrdup(pattern);
-        e->text = cfg_xstrdup(text);
+        e->pattern = eng_cfg_xstrdup(pattern);
+        e->text = eng_cfg_xstrdup(text);
         e->spec = spec;
-        cfg_mark(p, at, vn);
+        eng_cfg_mark(p, at, vn);
     }
     eng_policy_table_free(scratch);
 }
@@ -93,18 +93,18 @@ void cfg_policy(struct cfg_parse *p, yaml_node_t *n, const char *path, void *fie
 /* ---- rules across keys ------------------------------------------------------------------- */
 
 /* An error about keys a and b, placed at whichever the operator's file set (a first). */
-static void rule_err(struct cfg_parse *p, const char *a, const char *b, const char *fmt, ...)
+static void rule_err(struct eng_cfg_parse *p, const char *a, const char *b, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
 
-static void rule_err(struct cfg_parse *p, const char *a, const char *b, const char *fmt, ...)
+static void rule_err(struct eng_cfg_parse *p, const char *a, const char *b, const char *fmt, ...)
 {
     /* A key that already has an error kept its old value: a rule about it would only
      * add noise. */
     for (size_t i = 0; p->errs && i < p->errs->n; i++)
         if (strcmp(p->errs->v[i].key, a) == 0 || (b && strcmp(p->errs->v[i].key, b) == 0))
             return;
-    const struct eng_config_mark *ma = cfg_mark_find(p->cfg, a);
-    const struct eng_config_mark *mb = b ? cfg_mark_find(p->cfg, b) : NULL;
+    const struct eng_config_mark *ma = eng_cfg_mark_find(p->cfg, a);
+    const struct eng_config_mark *mb = b ? eng_cfg_mark_find(p->cfg, b) : NULL;
     const struct eng_config_mark *m = ma;
     const char *key = a;
     if ((ma == NULL || ma->from_default) && mb && !mb->from_default) {
@@ -139,7 +139,7 @@ static bool helo_ok(const char *s)
     return true;
 }
 
-static void rules_tls(struct cfg_parse *p)
+static void rules_tls(struct eng_cfg_parse *p)
 {
     struct eng_config *c = p->cfg;
     if (c->listen.cert_file && !c->listen.key_file)
@@ -168,7 +168,7 @@ static void rules_tls(struct cfg_parse *p)
     }
 }
 
-void cfg_rules(struct cfg_parse *p)
+void eng_cfg_rules(struct eng_cfg_parse *p)
 {
     struct eng_config *c = p->cfg;
     if (c->dns.ttl_min_s > c->dns.ttl_max_s)
@@ -192,7 +192,7 @@ void cfg_rules(struct cfg_parse *p)
         char host[256] = "";
         if (gethostname(host, sizeof(host) - 1) < 0 || host[0] == '\0')
             snprintf(host, sizeof(host), "localhost");
-        c->delivery.helo_name = cfg_xstrdup(host);
+        c->delivery.helo_name = eng_cfg_xstrdup(host);
         if (!helo_ok(host))
             rule_err(p, "delivery.helo_name", NULL,
                      "this host's name '%s' is not a valid EHLO name: set one", host);

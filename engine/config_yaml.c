@@ -14,7 +14,7 @@
 
 #include "engine/config_int.h"
 
-void *cfg_xcalloc(size_t n, size_t size)
+void *eng_cfg_xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (p == NULL)
@@ -22,7 +22,7 @@ void *cfg_xcalloc(size_t n, size_t size)
     return p;
 }
 
-void *cfg_xrealloc(void *ptr, size_t n, size_t size)
+void *eng_cfg_xrealloc(void *ptr, size_t n, size_t size)
 {
     if (size && n > SIZE_MAX / size)
         abort();
@@ -33,7 +33,7 @@ void *cfg_xrealloc(void *ptr, size_t n, size_t size)
     return p;
 }
 
-char *cfg_xstrdup(const char *s)
+char *eng_cfg_xstrdup(const char *s)
 {
     char *d = strdup(s);
     if (d == NULL)
@@ -41,7 +41,8 @@ char *cfg_xstrdup(const char *s)
     return d;
 }
 
-void cfg_err(struct cfg_parse *p, const yaml_node_t *n, const char *path, const char *fmt, ...)
+void eng_cfg_err(struct eng_cfg_parse *p, const yaml_node_t *n, const char *path, const char *fmt,
+                 ...)
 {
     char msg[512];
     va_list ap;
@@ -54,7 +55,7 @@ void cfg_err(struct cfg_parse *p, const yaml_node_t *n, const char *path, const 
     p->nerrors++;
 }
 
-const struct eng_config_mark *cfg_mark_find(const struct eng_config *cfg, const char *key)
+const struct eng_config_mark *eng_cfg_mark_find(const struct eng_config *cfg, const char *key)
 {
     const struct eng_config_marks *m = cfg->marks;
     for (size_t i = 0; m && i < m->n; i++)
@@ -63,17 +64,17 @@ const struct eng_config_mark *cfg_mark_find(const struct eng_config *cfg, const 
     return NULL;
 }
 
-void cfg_mark(struct cfg_parse *p, const char *path, const yaml_node_t *n)
+void eng_cfg_mark(struct eng_cfg_parse *p, const char *path, const yaml_node_t *n)
 {
     struct eng_config_marks *m = p->cfg->marks;
-    struct eng_config_mark *mk = (struct eng_config_mark *)cfg_mark_find(p->cfg, path);
+    struct eng_config_mark *mk = (struct eng_config_mark *)eng_cfg_mark_find(p->cfg, path);
     if (mk == NULL) {
         if (m->n == m->cap) {
             m->cap = m->cap ? 2 * m->cap : 64;
-            m->v = cfg_xrealloc(m->v, m->cap, sizeof(*m->v));
+            m->v = eng_cfg_xrealloc(m->v, m->cap, sizeof(*m->v));
         }
         mk = &m->v[m->n++];
-        mk->key = cfg_xstrdup(path);
+        mk->key = eng_cfg_xstrdup(path);
     }
     mk->file = p->file;
     mk->line = (unsigned)n->start_mark.line + 1;
@@ -81,7 +82,7 @@ void cfg_mark(struct cfg_parse *p, const char *path, const yaml_node_t *n)
     mk->from_default = p->is_default;
 }
 
-void cfg_marks_drop_children(struct eng_config *cfg, const char *path)
+void eng_cfg_marks_drop_children(struct eng_config *cfg, const char *path)
 {
     struct eng_config_marks *m = cfg->marks;
     size_t len = strlen(path), kept = 0;
@@ -96,17 +97,17 @@ void cfg_marks_drop_children(struct eng_config *cfg, const char *path)
     m->n = kept;
 }
 
-void cfg_path_key(char *out, const char *path, const char *name)
+void eng_cfg_path_key(char *out, const char *path, const char *name)
 {
     snprintf(out, CFG_PATH_MAX, "%s%s%s", path, *path ? "." : "", name);
 }
 
-void cfg_path_index(char *out, const char *path, size_t i)
+void eng_cfg_path_index(char *out, const char *path, size_t i)
 {
     snprintf(out, CFG_PATH_MAX, "%s[%zu]", path, i);
 }
 
-yaml_node_t *cfg_node(struct cfg_parse *p, int i, const char *path)
+yaml_node_t *eng_cfg_node(struct eng_cfg_parse *p, int i, const char *path)
 {
     yaml_node_t *n = yaml_document_get_node(p->doc, i);
     if (n == NULL)
@@ -115,14 +116,15 @@ yaml_node_t *cfg_node(struct cfg_parse *p, int i, const char *path)
      * place in the file (so its error has one line) and bounds the walk, which an
      * alias of an alias of a list could make exponential. */
     if (p->seen[i - 1]) {
-        cfg_err(p, n, path, "aliases (*name) are not allowed in the configuration");
+        eng_cfg_err(p, n, path, "an alias of the value at line %u (aliases are not allowed)",
+                    (unsigned)n->start_mark.line + 1);
         return NULL;
     }
     p->seen[i - 1] = 1;
     return n;
 }
 
-bool cfg_is_null(const yaml_node_t *n)
+bool eng_cfg_is_null(const yaml_node_t *n)
 {
     if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
         return false;
@@ -130,35 +132,35 @@ bool cfg_is_null(const yaml_node_t *n)
     return *s == '\0' || strcmp(s, "~") == 0 || strcasecmp(s, "null") == 0;
 }
 
-const char *cfg_scalar(struct cfg_parse *p, yaml_node_t *n, const char *path)
+const char *eng_cfg_scalar(struct eng_cfg_parse *p, yaml_node_t *n, const char *path)
 {
     if (n->type != YAML_SCALAR_NODE) {
-        cfg_err(p, n, path, "expected a single value, found a %s",
-                n->type == YAML_MAPPING_NODE ? "mapping" : "list");
+        eng_cfg_err(p, n, path, "expected a single value, found a %s",
+                    n->type == YAML_MAPPING_NODE ? "mapping" : "list");
         return NULL;
     }
     if (strlen((const char *)n->data.scalar.value) != n->data.scalar.length) {
-        cfg_err(p, n, path, "the value contains a NUL byte");
+        eng_cfg_err(p, n, path, "the value contains a NUL byte");
         return NULL;
     }
     return (const char *)n->data.scalar.value;
 }
 
-bool cfg_sequence(struct cfg_parse *p, yaml_node_t *node, const char *path, size_t max,
-                  yaml_node_item_t **items, size_t *n)
+bool eng_cfg_sequence(struct eng_cfg_parse *p, yaml_node_t *node, const char *path, size_t max,
+                      yaml_node_item_t **items, size_t *n)
 {
     *items = NULL;
     *n = 0;
-    if (cfg_is_null(node))
+    if (eng_cfg_is_null(node))
         return true;
     if (node->type != YAML_SEQUENCE_NODE) {
-        cfg_err(p, node, path, "expected a list");
+        eng_cfg_err(p, node, path, "expected a list");
         return false;
     }
     *items = node->data.sequence.items.start;
     *n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
     if (*n > max) {
-        cfg_err(p, node, path, "a list of at most %zu items", max);
+        eng_cfg_err(p, node, path, "a list of at most %zu items", max);
         return false;
     }
     return true;
@@ -166,7 +168,7 @@ bool cfg_sequence(struct cfg_parse *p, yaml_node_t *node, const char *path, size
 
 /* ---- scalar conversions ---------------------------------------------------------------- */
 
-int cfg_parse_uint(const char *s, uint64_t *out)
+int eng_cfg_parse_uint(const char *s, uint64_t *out)
 {
     if (*s < '0' || *s > '9')
         return -EINVAL;
@@ -184,12 +186,12 @@ int cfg_parse_uint(const char *s, uint64_t *out)
 }
 
 /* A number followed by a unit of the table; "" as unit is the bare number. */
-struct cfg_unit {
+struct eng_cfg_unit {
     const char *name;
     uint64_t mult;
 };
 
-static int scaled(const char *s, const struct cfg_unit *units, uint64_t *out, const char **rest)
+static int scaled(const char *s, const struct eng_cfg_unit *units, uint64_t *out, const char **rest)
 {
     if (*s < '0' || *s > '9')
         return -EINVAL;
@@ -204,7 +206,7 @@ static int scaled(const char *s, const struct cfg_unit *units, uint64_t *out, co
     while (*s && !(*s >= '0' && *s <= '9'))
         s++;
     size_t ulen = (size_t)(s - u);
-    for (const struct cfg_unit *x = units; x->name; x++) {
+    for (const struct eng_cfg_unit *x = units; x->name; x++) {
         if (strlen(x->name) == ulen && strncmp(u, x->name, ulen) == 0) {
             if (v > UINT64_MAX / x->mult)
                 return -ERANGE;
@@ -216,10 +218,10 @@ static int scaled(const char *s, const struct cfg_unit *units, uint64_t *out, co
     return -EINVAL;
 }
 
-int cfg_parse_size(const char *s, uint64_t *out)
+int eng_cfg_parse_size(const char *s, uint64_t *out)
 {
     /* K/M/G are binary, as in systemd and nginx; the SI forms are spelt with B. */
-    static const struct cfg_unit units[] = {
+    static const struct eng_cfg_unit units[] = {
         { "", 1 },
         { "B", 1 },
         { "K", 1ull << 10 },
@@ -243,20 +245,22 @@ int cfg_parse_size(const char *s, uint64_t *out)
     return rc;
 }
 
-int cfg_parse_duration_ms(const char *s, uint64_t *out)
+int eng_cfg_parse_duration_ms(const char *s, uint64_t *out)
 {
-    static const struct cfg_unit units[] = {
+    static const struct eng_cfg_unit units[] = {
         { "ms", 1 },       { "s", 1000 },      { "m", 60000 }, { "h", 3600000 },
         { "d", 86400000 }, { "w", 604800000 }, { NULL, 0 },
     };
     uint64_t plain;
-    if (cfg_parse_uint(s, &plain) == 0) { /* a bare number is seconds */
+    if (eng_cfg_parse_uint(s, &plain) == 0) { /* a bare number is seconds */
         if (plain > UINT64_MAX / 1000)
             return -ERANGE;
         *out = plain * 1000;
         return 0;
     }
     /* "1h30m": terms added up. */
+    if (*s == '\0')
+        return -EINVAL;
     uint64_t total = 0;
     while (*s) {
         uint64_t v;
@@ -274,11 +278,11 @@ int cfg_parse_duration_ms(const char *s, uint64_t *out)
 /* "1h" for 3600000 ms: the largest unit dividing v. */
 static void fmt_duration(char *out, size_t cap, uint64_t ms)
 {
-    static const struct cfg_unit units[] = {
+    static const struct eng_cfg_unit units[] = {
         { "d", 86400000 }, { "h", 3600000 }, { "m", 60000 },
         { "s", 1000 },     { "ms", 1 },      { NULL, 0 },
     };
-    for (const struct cfg_unit *u = units; u->name; u++) {
+    for (const struct eng_cfg_unit *u = units; u->name; u++) {
         if (ms % u->mult == 0 || u->mult == 1) {
             snprintf(out, cap, "%llu%s", (unsigned long long)(ms / u->mult), u->name);
             return;
@@ -286,7 +290,7 @@ static void fmt_duration(char *out, size_t cap, uint64_t ms)
     }
 }
 
-static void fmt_value(char *out, size_t cap, enum cfg_type t, uint64_t v)
+static void fmt_value(char *out, size_t cap, enum eng_cfg_type t, uint64_t v)
 {
     if (t == CFG_MS)
         fmt_duration(out, cap, v);
@@ -308,10 +312,10 @@ static void store_uint(void *field, size_t width, uint64_t v)
     }
 }
 
-static void set_number(struct cfg_parse *p, yaml_node_t *n, const char *path,
-                       const struct cfg_key *k, void *field)
+static void set_number(struct eng_cfg_parse *p, yaml_node_t *n, const char *path,
+                       const struct eng_cfg_key *k, void *field)
 {
-    const char *s = cfg_scalar(p, n, path);
+    const char *s = eng_cfg_scalar(p, n, path);
     if (s == NULL)
         return;
     static const char *const forms[] = {
@@ -321,16 +325,16 @@ static void set_number(struct cfg_parse *p, yaml_node_t *n, const char *path,
         [CFG_SECONDS] = "a duration (30s, 5m, 1h, 2d, or seconds)",
     };
     uint64_t v = 0;
-    int rc = k->type == CFG_UINT   ? cfg_parse_uint(s, &v)
-             : k->type == CFG_SIZE ? cfg_parse_size(s, &v)
-                                   : cfg_parse_duration_ms(s, &v);
+    int rc = k->type == CFG_UINT   ? eng_cfg_parse_uint(s, &v)
+             : k->type == CFG_SIZE ? eng_cfg_parse_size(s, &v)
+                                   : eng_cfg_parse_duration_ms(s, &v);
     if (rc == -EINVAL) {
-        cfg_err(p, n, path, "'%s' is not %s", s, forms[k->type]);
+        eng_cfg_err(p, n, path, "'%s' is not %s", s, forms[k->type]);
         return;
     }
     if (rc == 0 && k->type == CFG_SECONDS) {
         if (v % 1000 != 0) {
-            cfg_err(p, n, path, "'%s' is not a whole number of seconds", s);
+            eng_cfg_err(p, n, path, "'%s' is not a whole number of seconds", s);
             return;
         }
         v /= 1000;
@@ -339,17 +343,17 @@ static void set_number(struct cfg_parse *p, yaml_node_t *n, const char *path,
         char lo[32], hi[32];
         fmt_value(lo, sizeof(lo), k->type, k->min);
         fmt_value(hi, sizeof(hi), k->type, k->max);
-        cfg_err(p, n, path, "'%s' is out of range (%s to %s)", s, lo, hi);
+        eng_cfg_err(p, n, path, "'%s' is out of range (%s to %s)", s, lo, hi);
         return;
     }
     store_uint(field, k->width, v);
 }
 
-static void set_bool(struct cfg_parse *p, yaml_node_t *n, const char *path, bool *field)
+static void set_bool(struct eng_cfg_parse *p, yaml_node_t *n, const char *path, bool *field)
 {
     static const char *const yes[] = { "true", "yes", "on", NULL };
     static const char *const no[] = { "false", "no", "off", NULL };
-    const char *s = cfg_scalar(p, n, path);
+    const char *s = eng_cfg_scalar(p, n, path);
     if (s == NULL)
         return;
     for (int i = 0; yes[i]; i++) {
@@ -362,61 +366,61 @@ static void set_bool(struct cfg_parse *p, yaml_node_t *n, const char *path, bool
             return;
         }
     }
-    cfg_err(p, n, path, "'%s' is not true or false", s);
+    eng_cfg_err(p, n, path, "'%s' is not true or false", s);
 }
 
-static void set_string(struct cfg_parse *p, yaml_node_t *n, const char *path,
-                       const struct cfg_key *k, char **field)
+static void set_string(struct eng_cfg_parse *p, yaml_node_t *n, const char *path,
+                       const struct eng_cfg_key *k, char **field)
 {
-    const char *s = cfg_is_null(n) ? "" : cfg_scalar(p, n, path);
+    const char *s = eng_cfg_is_null(n) ? "" : eng_cfg_scalar(p, n, path);
     if (s == NULL)
         return;
     if (*s == '\0' && k->type == CFG_STRING) {
-        cfg_err(p, n, path, "needs a value");
+        eng_cfg_err(p, n, path, "needs a value");
         return;
     }
     for (const char *c = s; *c; c++) {
         if ((unsigned char)*c < 0x20 || *c == 0x7f) {
-            cfg_err(p, n, path, "the value contains a control character");
+            eng_cfg_err(p, n, path, "the value contains a control character");
             return;
         }
     }
     free(*field);
-    *field = *s ? cfg_xstrdup(s) : NULL;
+    *field = *s ? eng_cfg_xstrdup(s) : NULL;
 }
 
 /* "expected one of: a, b, c" for an unknown key. */
-static void unknown_key(struct cfg_parse *p, yaml_node_t *kn, const char *path, const char *name,
-                        const struct cfg_key *keys)
+static void unknown_key(struct eng_cfg_parse *p, yaml_node_t *kn, const char *path,
+                        const char *name, const struct eng_cfg_key *keys)
 {
     char list[512] = "";
     size_t len = 0;
-    for (const struct cfg_key *k = keys; k->name && len < sizeof(list); k++)
+    for (const struct eng_cfg_key *k = keys; k->name && len < sizeof(list); k++)
         len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s", k == keys ? "" : ", ",
                                 k->name);
-    cfg_err(p, kn, path, "unknown key '%s' (expected one of: %s)", name, list);
+    eng_cfg_err(p, kn, path, "unknown key '%s' (expected one of: %s)", name, list);
 }
 
-void cfg_walk(struct cfg_parse *p, yaml_node_t *node, const char *path, const struct cfg_key *keys,
-              void *base)
+void eng_cfg_walk(struct eng_cfg_parse *p, yaml_node_t *node, const char *path,
+                  const struct eng_cfg_key *keys, void *base)
 {
-    if (cfg_is_null(node))
+    if (eng_cfg_is_null(node))
         return; /* "spool:" with nothing under it changes nothing */
     if (node->type != YAML_MAPPING_NODE) {
-        cfg_err(p, node, path, "expected a mapping of keys");
+        eng_cfg_err(p, node, path, "expected a mapping of keys");
         return;
     }
     yaml_node_pair_t *start = node->data.mapping.pairs.start;
     yaml_node_pair_t *top = node->data.mapping.pairs.top;
     for (yaml_node_pair_t *pair = start; pair < top; pair++) {
-        yaml_node_t *kn = cfg_node(p, pair->key, path);
+        yaml_node_t *kn = eng_cfg_node(p, pair->key, path);
         if (kn == NULL)
             continue;
-        const char *name = cfg_scalar(p, kn, path);
+        const char *name = eng_cfg_scalar(p, kn, path);
         if (name == NULL)
             continue;
         char child[CFG_PATH_MAX];
-        cfg_path_key(child, path, name);
+        eng_cfg_path_key(child, path, name);
         /* libyaml keeps repeated keys; YAML forbids them, and the second would silently
          * win, so each is an error at its second place. */
         bool repeated = false;
@@ -424,21 +428,21 @@ void cfg_walk(struct cfg_parse *p, yaml_node_t *node, const char *path, const st
             yaml_node_t *qk = yaml_document_get_node(p->doc, q->key);
             if (qk && qk->type == YAML_SCALAR_NODE &&
                 strcmp((const char *)qk->data.scalar.value, name) == 0) {
-                cfg_err(p, kn, child, "repeated key (first at line %u)",
-                        (unsigned)qk->start_mark.line + 1);
+                eng_cfg_err(p, kn, child, "repeated key (first at line %u)",
+                            (unsigned)qk->start_mark.line + 1);
                 repeated = true;
             }
         }
         if (repeated)
             continue;
-        const struct cfg_key *k = keys;
+        const struct eng_cfg_key *k = keys;
         while (k->name && strcmp(k->name, name) != 0)
             k++;
         if (k->name == NULL) {
             unknown_key(p, kn, path, name, keys);
             continue;
         }
-        yaml_node_t *vn = cfg_node(p, pair->value, child);
+        yaml_node_t *vn = eng_cfg_node(p, pair->value, child);
         if (vn == NULL)
             continue;
         void *field = (char *)base + k->off;
@@ -451,15 +455,15 @@ void cfg_walk(struct cfg_parse *p, yaml_node_t *node, const char *path, const st
         case CFG_BOOL: set_bool(p, vn, child, field); break;
         case CFG_STRING:
         case CFG_PATH: set_string(p, vn, child, k, field); break;
-        case CFG_SECTION: cfg_walk(p, vn, child, k->section, base); break;
+        case CFG_SECTION: eng_cfg_walk(p, vn, child, k->section, base); break;
         case CFG_CUSTOM: k->custom(p, vn, child, field); break;
         }
         if (p->nerrors == before)
-            cfg_mark(p, child, vn);
+            eng_cfg_mark(p, child, vn);
     }
 }
 
-void cfg_parse_layer(struct cfg_parse *p, const char *text, size_t len)
+void eng_cfg_parse_layer(struct eng_cfg_parse *p, const char *text, size_t len)
 {
     yaml_parser_t parser;
     yaml_document_t doc;
@@ -469,11 +473,11 @@ void cfg_parse_layer(struct cfg_parse *p, const char *text, size_t len)
     if (!yaml_parser_load(&parser, &doc)) {
         yaml_node_t at = { .start_mark = parser.problem_mark };
         if (parser.context)
-            cfg_err(p, &at, "", "YAML syntax: %s (%s at line %u)", parser.problem, parser.context,
-                    (unsigned)parser.context_mark.line + 1);
+            eng_cfg_err(p, &at, "", "YAML syntax: %s (%s at line %u)", parser.problem,
+                        parser.context, (unsigned)parser.context_mark.line + 1);
         else
-            cfg_err(p, &at, "", "YAML syntax: %s",
-                    parser.problem ? parser.problem : "cannot parse");
+            eng_cfg_err(p, &at, "", "YAML syntax: %s",
+                        parser.problem ? parser.problem : "cannot parse");
         yaml_parser_delete(&parser);
         return;
     }
@@ -483,17 +487,17 @@ void cfg_parse_layer(struct cfg_parse *p, const char *text, size_t len)
         if (yaml_parser_load(&parser, &more)) {
             yaml_node_t *r2 = yaml_document_get_root_node(&more);
             if (r2)
-                cfg_err(p, r2, "", "a second YAML document: one configuration per file");
+                eng_cfg_err(p, r2, "", "a second YAML document: one configuration per file");
             yaml_document_delete(&more);
         }
         size_t nnodes = (size_t)(doc.nodes.top - doc.nodes.start);
         p->doc = &doc;
-        p->seen = cfg_xcalloc(nnodes, 1);
+        p->seen = eng_cfg_xcalloc(nnodes, 1);
         p->seen[0] = 1; /* the root */
-        if (root->type != YAML_MAPPING_NODE && !cfg_is_null(root))
-            cfg_err(p, root, "", "the configuration must be a mapping of keys");
+        if (root->type != YAML_MAPPING_NODE && !eng_cfg_is_null(root))
+            eng_cfg_err(p, root, "", "the configuration must be a mapping of keys");
         else
-            cfg_walk(p, root, "", cfg_schema, p->cfg);
+            eng_cfg_walk(p, root, "", eng_cfg_schema, p->cfg);
         free(p->seen);
         p->seen = NULL;
         p->doc = NULL;
