@@ -42,8 +42,8 @@ static void file_err(struct check *ck, const char *key, const char *fmt, ...)
     ck->n++;
 }
 
-/* Checks the lines of a "user:hash" or token file; returns false (with an error) at the
- * first bad one. Neither a token nor a hash is ever echoed. */
+/* Checks the lines of a "user:hash" or token file; the first bad line is an error (by
+ * its number: neither a token nor a hash is ever echoed). */
 static void check_lines(struct check *ck, const char *key, const char *path, bool credentials)
 {
     FILE *f = fopen(path, "r");
@@ -52,7 +52,7 @@ static void check_lines(struct check *ck, const char *key, const char *path, boo
         return;
     }
     char line[4096];
-    unsigned no = 0, entries = 0;
+    unsigned no = 0;
     while (fgets(line, sizeof(line), f)) {
         no++;
         line[strcspn(line, "\r\n")] = '\0';
@@ -67,7 +67,6 @@ static void check_lines(struct check *ck, const char *key, const char *path, boo
             file_err(ck, key, "%s:%u: a token needs at least 16 characters, no spaces", path, no);
             break;
         }
-        entries++;
     }
     if (ferror(f))
         file_err(ck, key, "cannot read %s: %s", path, strerror(errno));
