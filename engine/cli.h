@@ -12,4 +12,10 @@
  * argv is borrowed; argv[0] is "probe". */
 int eng_cmd_probe(int argc, char **argv);
 
+/* `floormta check-config [--syntax-only] FILE` and `floormta check-config --print-default`
+ * (engine/config.h). Exit 0: valid, with a one-line summary on stdout; 1: invalid or
+ * unreadable, every error on stderr as FILE:LINE:COL: KEY: message.
+ * argv is borrowed; argv[0] is "check-config". */
+int eng_cmd_check_config(int argc, char **argv);
+
 #endif /* FLOORMTA_ENGINE_CLI_H */

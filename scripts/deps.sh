@@ -12,6 +12,7 @@ pkgs=(
     libbenchmark-dev           # Google Benchmark behind bench/bench.h
     libcmocka-dev              # unit-test framework
     libjansson-dev             # JSON output (probe --json) and, later, the HTTP API
+    libyaml-dev                # the configuration file (engine/config.h): line and column of every node
     time                       # peak-RSS measurement in the integration tests
     dnsmasq-base               # the real DNS server the DNS tests start on loopback (no service)
     jq                         # JSON assertions in the integration tests
