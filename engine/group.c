@@ -89,12 +89,19 @@ static void group_free(struct eng_group *g)
 int eng_group_new(const struct eng_group_config *cfg, struct eng_group **out)
 {
     if (!cfg || !out || !cfg->spool || !cfg->tls || !cfg->worker.helo_name ||
-        cfg->nworkers > ENG_GROUP_MAX_WORKERS)
+        cfg->nworkers > ENG_GROUP_MAX_WORKERS || cfg->nservices > ENG_GROUP_MAX_SERVICES ||
+        (cfg->nservices && !cfg->services))
         return -EINVAL;
+    for (unsigned i = 0; i < cfg->nservices; i++)
+        if (!cfg->services[i].start)
+            return -EINVAL;
     struct eng_group *g = calloc(1, sizeof(*g));
     if (!g)
         return -ENOMEM;
     g->cfg = *cfg;
+    for (unsigned i = 0; i < cfg->nservices; i++)
+        g->svc[i] = cfg->services[i];
+    g->cfg.services = g->svc;
     g->n = cfg->nworkers ? cfg->nworkers : online_cpus();
     if (!g->cfg.inbox_max)
         g->cfg.inbox_max = GRP_DEFAULT_INBOX_MAX;
@@ -256,6 +263,7 @@ int eng_group_enqueue(struct eng_group *g, const struct queue_envelope *env, con
     m->len = len;
     m->done = done;
     m->arg = arg;
+    m->reply = eng_group_self(g);
     struct grp_worker *owner = &g->workers[eng_group_shard_of(g, env->domain)];
     int rc = eng_group_inbox_push(&owner->inbox, &m->node, g->cfg.inbox_max);
     if (rc != 0) {
@@ -312,6 +320,28 @@ void eng_group_stop_and_free(struct eng_group *g)
 {
     if (!g)
         return;
+    /* The services first, while every worker still delivers and takes enqueues: their
+     * last submissions complete (on other workers too) before anything stops. */
+    if (g->cfg.nservices > 0 && g->started) {
+        for (unsigned i = 0; i < g->n; i++) {
+            atomic_store(&g->workers[i].quiesce, true);
+            eng_group_inbox_wake(&g->workers[i].inbox);
+        }
+        unsigned limit = g->cfg.drain_timeout_ms ? g->cfg.drain_timeout_ms : 30000;
+        for (unsigned waited = 0;; waited += 10) {
+            unsigned n = 0;
+            for (unsigned i = 0; i < g->n; i++)
+                n += atomic_load(&g->workers[i].quiesced) || !g->workers[i].thread_started;
+            if (n == g->n)
+                break;
+            if (waited >= limit) {
+                eng_log(ENG_LOG_WARN, "group: services still busy after %u ms; stopping anyway",
+                        limit);
+                break;
+            }
+            usleep(10000);
+        }
+    }
     for (unsigned i = 0; i < g->n; i++) {
         atomic_store(&g->workers[i].stop, true);
         eng_group_inbox_wake(&g->workers[i].inbox);

@@ -44,6 +44,32 @@
 
 struct eng_group;
 
+/* A service that runs on the workers' loops besides delivery: the SMTP listeners (one
+ * per worker, SO_REUSEPORT) and the HTTP API (worker 0 only). Its callbacks run on the
+ * worker's thread:
+ *   - start, once the worker itself has started and before the group reports it
+ *     running: opens what it needs on loop (which it must not free) and returns 0 and
+ *     *state, or an error, which fails eng_group_start;
+ *   - stop, when eng_group_stop_and_free begins, while every worker still runs: stop
+ *     accepting work and end what is under way (the SMTP sessions);
+ *   - idle, after stop, once per loop iteration: true once nothing of the service is
+ *     pending any more (no eng_group_enqueue whose done has not run); the workers stop
+ *     only once every service of every worker is idle (or the drain deadline passed);
+ *   - free, on the same thread, after the worker stopped; state is the service's.
+ * A service calling eng_group_enqueue from a worker thread gets its done on that same
+ * thread, so its sessions never see another thread. */
+struct eng_group_service {
+    const char *name; /* for the logs; borrowed for the group's life */
+    int (*start)(void *arg, unsigned index, struct eng_loop *loop, void **state);
+    void (*stop)(void *arg, unsigned index, void *state);
+    bool (*idle)(void *arg, unsigned index, void *state);
+    void (*free)(void *arg, unsigned index, void *state);
+    void *arg;       /* borrowed for the group's life */
+    bool first_only; /* only on worker 0 */
+};
+
+#define ENG_GROUP_MAX_SERVICES 8
+
 struct eng_group_config {
     struct queue_spool *spool;           /* borrowed; opened by the caller and not recovered yet
                                           * (eng_group_start does it); outlives the group */
@@ -67,6 +93,12 @@ struct eng_group_config {
      * tls, tls_cache, capcache, pool, no_recover, route, route_arg) are set by the
      * group; values given here are ignored. */
     struct eng_worker_config worker;
+    /* Services on the workers' loops (copied; each one's arg borrowed), at most
+     * ENG_GROUP_MAX_SERVICES, started in this order and stopped in reverse. */
+    const struct eng_group_service *services;
+    unsigned nservices;
+    unsigned drain_timeout_ms; /* how long eng_group_stop_and_free waits for the services
+                                * to go idle; 0 = 30000 */
 };
 
 /* Where a worker thread is (eng_group_worker_stats.state). */
@@ -119,8 +151,9 @@ int eng_group_start(struct eng_group *g);
 
 /* Called once per eng_group_enqueue that returned 0: res 0 and id once the message is
  * durable, or res < 0 (nothing queued: what eng_worker_enqueue returned, or
- * QUEUE_ERR_CLOSING when the group stopped first). Runs on the owning worker's thread
- * (or, for QUEUE_ERR_CLOSING, possibly on the thread of eng_group_stop_and_free). */
+ * QUEUE_ERR_CLOSING when the group stopped first). Runs on the calling thread when that
+ * is one of the group's workers (a service), else on the owning worker's thread; for
+ * QUEUE_ERR_CLOSING, possibly on the thread of eng_group_stop_and_free. */
 typedef void (*eng_group_done_fn)(void *arg, queue_id_t id, int res);
 
 /* Forwards a message to the worker owning env->domain, from any thread; that worker
@@ -150,12 +183,13 @@ void eng_group_stats(const struct eng_group *g, struct eng_group_stats *out);
 int eng_group_worker_stats(const struct eng_group *g, unsigned i,
                            struct eng_group_worker_stats *out);
 
-/* Stops every worker: each processes what its inbox holds, stops starting attempts,
- * lets the running ones finish with their states persisted (eng_worker_stop), saves
- * its capability cache and frees its objects on its own thread; then the threads are
- * joined, requests still in an inbox get QUEUE_ERR_CLOSING (hand-offs left there are
- * durable: the next start recovers them) and the group is freed. No eng_group_
- * call may run or start once this is called. NULL is a no-op. */
+/* Stops every worker: first the services (stop, then each waits until idle or until
+ * drain_timeout_ms), while delivery goes on; then each worker processes what its inbox holds, stops
+ * starting attempts, lets the running ones finish with their states persisted (eng_worker_stop),
+ * saves its capability cache and frees its objects on its own thread; then the threads are joined,
+ * requests still in an inbox get QUEUE_ERR_CLOSING (hand-offs left there are durable: the next
+ * start recovers them) and the group is freed. No eng_group_ call may run or start once this is
+ * called. NULL is a no-op. */
 void eng_group_stop_and_free(struct eng_group *g);
 
 #endif /* FLOORMTA_ENGINE_GROUP_H */

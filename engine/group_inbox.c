@@ -128,6 +128,8 @@ void eng_group_msg_abandon(struct grp_msg *m, int res)
     if (m->kind == GRP_MSG_ENQUEUE) {
         m->done(m->arg, 0, res);
         queue_envelope_free(m->env);
+    } else if (m->kind == GRP_MSG_DONE) {
+        m->done(m->arg, m->id, m->res); /* the outcome stands: durable or not */
     }
     free(m);
 }

@@ -68,6 +68,7 @@ struct eng_group_node *eng_group_inbox_pop(struct eng_group_inbox *q);
 enum grp_msg_kind {
     GRP_MSG_ENQUEUE, /* a new message from eng_group_enqueue */
     GRP_MSG_ADOPT,   /* a durable message to schedule */
+    GRP_MSG_DONE,    /* an ENQUEUE's outcome, back on the worker that asked */
 };
 
 struct grp_msg {
@@ -79,6 +80,10 @@ struct grp_msg {
     size_t len;
     eng_group_done_fn done;
     void *arg;
+    struct grp_worker *reply; /* the asking worker (done runs there), or NULL */
+    /* GRP_MSG_DONE (the same message, sent back) */
+    queue_id_t id;
+    int res;
     /* GRP_MSG_ADOPT: the entry, its domain in the flexible array */
     struct queue_entry_info info;
     bool recovered;
@@ -103,13 +108,16 @@ struct grp_worker {
     sem_t ready;      /* posted once the thread started its worker, or failed */
     int start_result; /* written before ready is posted */
     atomic_bool stop;
+    atomic_bool quiesce;  /* stop the services (set by eng_group_stop_and_free) */
+    atomic_bool quiesced; /* ... done: every service of this worker is idle */
     struct eng_group_inbox inbox;
     atomic_uint_fast64_t seq;
     atomic_uint_fast64_t words[GRP_STAT_WORDS];
 };
 
 struct eng_group {
-    struct eng_group_config cfg; /* strings point into the copies below */
+    struct eng_group_config cfg; /* strings point into the copies below; services at svc */
+    struct eng_group_service svc[ENG_GROUP_MAX_SERVICES];
     char *spool_dir;
     char *dns_servers;
     char *helo;
@@ -119,6 +127,9 @@ struct eng_group {
     atomic_uint_fast64_t refused;
     struct grp_worker *workers; /* n of them */
 };
+
+/* The worker of g running on the calling thread, or NULL (group_worker.c). */
+struct grp_worker *eng_group_self(const struct eng_group *g);
 
 /* The thread body (group_worker.c): arg is the struct grp_worker. */
 void *eng_group_worker_main(void *arg);

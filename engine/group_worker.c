@@ -49,7 +49,18 @@ struct grp_thread {
     struct eng_group_worker_stats st; /* what is not in the worker's own stats; st.state
                                        * is written by thread_set only */
     char cap_path[PATH_MAX];          /* "" = not persisted */
+    void *svc_state[ENG_GROUP_MAX_SERVICES];
+    bool svc_started[ENG_GROUP_MAX_SERVICES];
+    bool svc_stopped; /* the services' stop ran */
 };
+
+/* The worker whose thread this is (set once by eng_group_worker_main). */
+static _Thread_local struct grp_worker *self;
+
+struct grp_worker *eng_group_self(const struct eng_group *g)
+{
+    return self && self->g == g ? self : NULL;
+}
 
 /* ---- state and stats ------------------------------------------------------------------ */
 
@@ -177,9 +188,34 @@ static const struct eng_handle_ops save_ops = { save_complete, save_release };
 
 /* ---- the inbox ------------------------------------------------------------------------ */
 
+/* An enqueue's outcome for a worker that asked from its own thread: the same message
+ * goes back to it (no allocation: it was kept for this). Unbounded push, as for a
+ * hand-off: a worker never waits for another. */
+static void relay_done(void *arg, queue_id_t id, int res)
+{
+    struct grp_msg *m = arg;
+    m->kind = GRP_MSG_DONE;
+    m->id = id;
+    m->res = res;
+    eng_group_inbox_push(&m->reply->inbox, &m->node, 0);
+}
+
 static void handle_msg(struct grp_thread *t, struct grp_msg *m)
 {
     t->st.inbox_handled++;
+    if (m->kind == GRP_MSG_DONE) {
+        m->done(m->arg, m->id, m->res);
+        free(m);
+        return;
+    }
+    if (m->kind == GRP_MSG_ENQUEUE && m->reply && m->reply != t->gw) {
+        int rc = eng_worker_enqueue(t->r.worker, m->env, m->content, m->len, relay_done, m);
+        queue_envelope_free(m->env);
+        m->env = NULL;
+        if (rc != 0)
+            relay_done(m, 0, rc == -EINVAL ? QUEUE_ERR_CLOSING : rc);
+        return;
+    }
     if (m->kind == GRP_MSG_ADOPT) {
         int rc = eng_worker_adopt(t->r.worker, &m->info, m->recovered);
         if (rc != 0 && rc != -EEXIST) { /* durable: the next start recovers it */
@@ -293,6 +329,64 @@ static int res_build(struct grp_thread *t)
     return rc;
 }
 
+/* ---- services ---------------------------------------------------------------------------- */
+
+static bool svc_here(const struct grp_thread *t, unsigned i)
+{
+    return !t->gw->g->cfg.services[i].first_only || t->gw->index == 0;
+}
+
+static int services_start(struct grp_thread *t)
+{
+    const struct eng_group_config *c = &t->gw->g->cfg;
+    for (unsigned i = 0; i < c->nservices; i++) {
+        if (!svc_here(t, i))
+            continue;
+        const struct eng_group_service *s = &c->services[i];
+        int rc = s->start(s->arg, t->gw->index, t->r.loop, &t->svc_state[i]);
+        if (rc != 0) {
+            eng_log(ENG_LOG_ERROR, "group: worker=%u cannot start %s: %s", t->gw->index,
+                    s->name ? s->name : "a service", eng_strerror(rc));
+            return rc;
+        }
+        t->svc_started[i] = true;
+    }
+    return 0;
+}
+
+static void services_stop(struct grp_thread *t)
+{
+    const struct eng_group_config *c = &t->gw->g->cfg;
+    if (t->svc_stopped)
+        return;
+    t->svc_stopped = true;
+    for (unsigned i = c->nservices; i-- > 0;)
+        if (t->svc_started[i] && c->services[i].stop)
+            c->services[i].stop(c->services[i].arg, t->gw->index, t->svc_state[i]);
+}
+
+static bool services_idle(struct grp_thread *t)
+{
+    const struct eng_group_config *c = &t->gw->g->cfg;
+    for (unsigned i = 0; i < c->nservices; i++)
+        if (t->svc_started[i] && c->services[i].idle &&
+            !c->services[i].idle(c->services[i].arg, t->gw->index, t->svc_state[i]))
+            return false;
+    return true;
+}
+
+static void services_free(struct grp_thread *t)
+{
+    const struct eng_group_config *c = &t->gw->g->cfg;
+    services_stop(t);
+    for (unsigned i = c->nservices; i-- > 0;) {
+        if (t->svc_started[i] && c->services[i].free)
+            c->services[i].free(c->services[i].arg, t->gw->index, t->svc_state[i]);
+        t->svc_started[i] = false;
+        t->svc_state[i] = NULL;
+    }
+}
+
 /* Frees what res_build made, in reverse order (the worker drains its attempts first). */
 static void res_free(struct grp_thread *t)
 {
@@ -338,6 +432,7 @@ static void handles_close(struct grp_thread *t)
 void *eng_group_worker_main(void *arg)
 {
     struct grp_worker *gw = arg;
+    self = gw;
     char name[16];
     snprintf(name, sizeof(name), "floormta-w%u", gw->index);
     pthread_setname_np(pthread_self(), name);
@@ -349,9 +444,12 @@ void *eng_group_worker_main(void *arg)
     int rc = res_build(&t);
     if (rc == 0)
         rc = handles_open(&t);
+    if (rc == 0)
+        rc = services_start(&t);
     gw->start_result = rc;
     if (rc != 0) {
         eng_log(ENG_LOG_ERROR, "group: worker=%u did not start: %s", gw->index, eng_strerror(rc));
+        services_free(&t);
         if (t.r.loop)
             handles_close(&t);
         res_free(&t);
@@ -377,14 +475,23 @@ void *eng_group_worker_main(void *arg)
                     eng_strerror(rc));
             break;
         }
+        /* Draining the services: they stop taking work, and once nothing of theirs is
+         * pending this worker says so; the group stops the workers when all have. */
+        if (atomic_load(&gw->quiesce) && !atomic_load(&gw->quiesced)) {
+            services_stop(&t);
+            if (services_idle(&t))
+                atomic_store(&gw->quiesced, true);
+        }
     }
     /* Requests accepted before the stop are made durable; the inbox stays watched
      * while the running attempts finish (hand-offs from other workers). */
     thread_set(&t, ENG_GROUP_W_DRAINING);
+    services_stop(&t);
     inbox_drain(&t);
     eng_worker_stop(t.r.worker);
     cap_save(&t);
     publish(&t); /* the final figures, before the objects go */
+    services_free(&t);
     handles_close(&t);
     res_free(&t);
     thread_set(&t, ENG_GROUP_W_STOPPED);

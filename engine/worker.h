@@ -65,6 +65,10 @@ struct eng_worker_config {
     unsigned max_attempts;           /* attempts running at once; 0 = 100 */
     unsigned connect_timeout_ms;     /* as in eng_deliver_config; 0 = its default */
     unsigned reply_timeout_ms;       /* as in eng_deliver_config; 0 = its default */
+    int delivery_log_fd;             /* the delivery log: each attempt's JSON line is appended
+                                      * with one write (open it O_APPEND: lines of several
+                                      * workers never interleave); borrowed; 0 or < 0 = none
+                                      * (fd 0 is never a log) */
     bool no_recover;                 /* true: eng_worker_start leaves the spool alone (its
                                       * owner recovered it) and messages come in through
                                       * eng_worker_adopt */
@@ -95,6 +99,7 @@ struct eng_worker_stats {
     uint64_t opportunistic; /* attempts that transacted under an opportunistic policy
                              * without meeting the floor (TLS below it or plaintext) */
     uint64_t plaintext;     /* ... of which in plaintext */
+    uint64_t log_errors;    /* delivery-log lines that could not be written */
 };
 
 /* Creates a worker (nothing runs until eng_worker_start). cfg is borrowed for the call

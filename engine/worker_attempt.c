@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "engine/log.h"
 #include "engine/worker_int.h"
@@ -196,11 +197,29 @@ static void decide(struct wk_attempt *a)
         persist(a);
 }
 
+/* One line of the delivery log, in one write: with O_APPEND the kernel places each
+ * write whole at the end, so the lines of several workers never mix. A failed or short
+ * write is counted and logged (rate-limited by the counter's powers of two), never
+ * retried: the spool, not this log, is what keeps the message. */
+static void log_line(struct eng_worker *w, const char *json)
+{
+    struct iovec iov[2] = { { (void *)json, strlen(json) }, { "\n", 1 } };
+    ssize_t n = writev(w->cfg.delivery_log_fd, iov, 2);
+    if (n == (ssize_t)(iov[0].iov_len + 1))
+        return;
+    w->stats.log_errors++;
+    if ((w->stats.log_errors & (w->stats.log_errors - 1)) == 0)
+        eng_log(ENG_LOG_ERROR, "worker: delivery log write failed (%llu so far): %s",
+                (unsigned long long)w->stats.log_errors, n < 0 ? strerror(errno) : "short write");
+}
+
 void eng_worker_attempt_done(void *arg, const struct eng_deliver_report *rep)
 {
     struct wk_attempt *a = arg;
     struct eng_worker_stats *st = &a->w->stats;
     st->running--;
+    if (a->w->cfg.delivery_log_fd > 0 && rep->log_json)
+        log_line(a->w, rep->log_json);
     if (rep->transacted) {
         st->conns_reused += rep->reused;
         st->conns_new += !rep->reused;

@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -26,6 +27,7 @@
 #include <cmocka.h>
 
 #include "engine/group.h"
+#include "engine/loop.h"
 #include "queue/queue.h"
 #include "tests/dns/dnsmasq_fixture.h"
 #include "tests/engine/deliver_fixture.h"
@@ -364,6 +366,184 @@ static void test_restart_reshards(void **state)
 
 /* ---- fixture ------------------------------------------------------------------------------ */
 
+/* ---- services on the workers' loops --------------------------------------------------------- */
+
+#define SVC_MSGS 12
+
+/* One instance per worker: a timer that enqueues SVC_MSGS messages from the worker's own
+ * thread (to domains of every shard) and checks that each done comes back to it. */
+struct svc_inst {
+    struct rig *r;
+    struct eng_loop *loop;
+    eng_handle_t h;
+    bool released;
+    pthread_t thread;
+    unsigned index;
+    unsigned sent, done, failed, wrong_thread;
+    bool stopped, freed;
+};
+
+struct svc_ctx {
+    struct rig *r;
+    struct svc_inst inst[3];
+    atomic_uint starts_first; /* starts of the first_only service */
+};
+
+static void svc_done(void *arg, queue_id_t id, int res)
+{
+    struct svc_inst *s = arg;
+    if (!pthread_equal(pthread_self(), s->thread))
+        s->wrong_thread++;
+    if (res != 0 || id == 0)
+        s->failed++;
+    s->done++;
+}
+
+static void svc_timer(void *ctx, const struct eng_completion *c)
+{
+    struct svc_inst *s = ctx;
+    if (c->res == -ECANCELED)
+        return;
+    struct queue_envelope *qe = queue_envelope_alloc(1);
+    assert_non_null(qe);
+    int rc = 0;
+    while (s->sent < SVC_MSGS) {
+        unsigned i = s->sent;
+        snprintf(qe->sender, sizeof(qe->sender), "a@s0.floormta.test");
+        domain_name(qe->domain, sizeof(qe->domain), "d", (s->index * SVC_MSGS + i) % NDOMAINS);
+        snprintf(qe->rcpts[0].addr, sizeof(qe->rcpts[0].addr), "svc%u-%u@%s", s->index, i,
+                 qe->domain);
+        if ((rc = eng_group_enqueue(s->r->g, qe, body, sizeof(body) - 1, svc_done, s)) != 0)
+            break;
+        __atomic_store_n(&s->sent, i + 1, __ATOMIC_RELEASE);
+    }
+    queue_envelope_free(qe);
+    /* -EINVAL until eng_group_start has seen every worker start; -EAGAIN: back-pressure. */
+    if (s->sent < SVC_MSGS && (rc == -EINVAL || rc == -EAGAIN))
+        eng_op_timer(s->loop, s->h, 1);
+}
+
+static void svc_release(void *ctx)
+{
+    ((struct svc_inst *)ctx)->released = true;
+}
+
+static const struct eng_handle_ops svc_ops = { svc_timer, svc_release };
+
+static int svc_start(void *arg, unsigned index, struct eng_loop *loop, void **state)
+{
+    struct svc_ctx *x = arg;
+    struct svc_inst *s = &x->inst[index];
+    *s = (struct svc_inst){ .r = x->r, .loop = loop, .thread = pthread_self(), .index = index };
+    int rc = eng_handle_open(loop, -1, &svc_ops, s, &s->h);
+    if (rc == 0)
+        rc = eng_op_timer(loop, s->h, 1);
+    *state = s;
+    return rc;
+}
+
+static void svc_stop(void *arg, unsigned index, void *state)
+{
+    (void)arg;
+    (void)index;
+    struct svc_inst *s = state;
+    s->stopped = true;
+    eng_handle_close(s->loop, s->h);
+}
+
+static bool svc_idle(void *arg, unsigned index, void *state)
+{
+    (void)arg;
+    (void)index;
+    struct svc_inst *s = state;
+    return s->released && s->done == s->sent;
+}
+
+static void svc_free(void *arg, unsigned index, void *state)
+{
+    (void)arg;
+    (void)index;
+    ((struct svc_inst *)state)->freed = true;
+}
+
+static int first_start(void *arg, unsigned index, struct eng_loop *loop, void **state)
+{
+    (void)loop;
+    struct svc_ctx *x = arg;
+    *state = NULL;
+    atomic_fetch_add(&x->starts_first, 1);
+    return index == 0 ? 0 : -EPROTO; /* never started elsewhere */
+}
+
+/* Services run on every worker (or the first only); a message a service enqueues from
+ * its worker's thread gets its done on that same thread, whichever worker owns its
+ * domain; stopping the group waits until every service is idle, so the group is closed
+ * right after the start, with the services' enqueues still in flight, and not one of
+ * them is lost or answered on a wrong thread. */
+static void test_services(void **state)
+{
+    (void)state;
+    struct sink k;
+    sink_start(&k, work, MX_NAME, "127.0.0.3=tls1.2", NULL);
+    struct rig r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.dir, sizeof(r.dir), "%s/%s", work, "spool-svc");
+    live_spool_open(r.dir, &r.spool);
+    static struct svc_ctx x;
+    memset(&x, 0, sizeof(x));
+    x.r = &r;
+    const struct eng_group_service svcs[] = {
+        { .name = "test-first", .start = first_start, .arg = &x, .first_only = true },
+        { .name = "test-svc",
+          .start = svc_start,
+          .stop = svc_stop,
+          .idle = svc_idle,
+          .free = svc_free,
+          .arg = &x },
+    };
+    struct eng_group_config cfg = {
+        .spool = r.spool,
+        .nworkers = 3,
+        .dns = { .servers = live_dns.server, .timeout_ms = 1000, .tries = 2 },
+        .tls = live_tls,
+        .worker = { .helo_name = "client.floormta.test",
+                    .port = k.port,
+                    .connect_timeout_ms = 5000,
+                    .reply_timeout_ms = 5000 },
+        .services = svcs,
+        .nservices = 2,
+    };
+    assert_int_equal(eng_group_new(&cfg, &r.g), 0);
+    assert_int_equal(eng_group_start(r.g), 0);
+    /* Wait only until every service sent: the stop then overlaps with durability. */
+    uint64_t end = live_now_ms() + TIMEOUT_S * 1000;
+    for (;;) {
+        unsigned sent = 0;
+        for (unsigned i = 0; i < 3; i++)
+            sent += __atomic_load_n(&x.inst[i].sent, __ATOMIC_ACQUIRE);
+        if (sent == 3 * SVC_MSGS || live_now_ms() > end)
+            break;
+        usleep(1000);
+    }
+    group_close(&r);
+    assert_int_equal(atomic_load(&x.starts_first), 1);
+    for (unsigned i = 0; i < 3; i++) {
+        struct svc_inst *s = &x.inst[i];
+        assert_int_equal(s->sent, SVC_MSGS);
+        assert_int_equal(s->done, SVC_MSGS);
+        assert_int_equal(s->failed, 0);
+        assert_int_equal(s->wrong_thread, 0);
+        assert_true(s->stopped);
+        assert_true(s->freed);
+    }
+    /* Every message is durable: delivered now, or recovered by the next start. */
+    size_t left = live_spool_count(r.dir, &r.spool);
+    struct sink_counters c;
+    sink_stop(&k, &c);
+    assert_int_equal(c.messages + left, 3 * SVC_MSGS);
+    queue_spool_close(r.spool);
+}
+
 static char zone[8192];
 
 /* The suite's setup (after the PKI, before dnsmasq): writes zone. */
@@ -399,6 +579,7 @@ int main(void)
         cmocka_unit_test_teardown(test_many_domains, sink_teardown),
         cmocka_unit_test_teardown(test_dsn_cross_shard, sink_teardown),
         cmocka_unit_test_teardown(test_restart_reshards, sink_teardown),
+        cmocka_unit_test_teardown(test_services, sink_teardown),
     };
     return live_main(&suite, tests);
 }
