@@ -174,7 +174,8 @@ static void api_queue(void *arg, struct eng_http_req *req)
         return;
     }
     json_t *doc = NULL;
-    api_answer_op(req, api->ops->queue_summary(api->ops_arg, &doc), doc);
+    int rc = api->ops->queue_summary(api->ops_arg, &doc);
+    api_answer_op(req, rc, doc);
 }
 
 static void api_destinations(void *arg, struct eng_http_req *req)
@@ -187,7 +188,8 @@ static void api_destinations(void *arg, struct eng_http_req *req)
         return;
     }
     json_t *doc = NULL;
-    api_answer_op(req, api->ops->destinations(api->ops_arg, &doc), doc);
+    int rc = api->ops->destinations(api->ops_arg, &doc);
+    api_answer_op(req, rc, doc);
 }
 
 /* {"id":"<16 hex>"} or {"domain":"example.com"} in the body, or ?id= / ?domain=. */
