@@ -16,6 +16,8 @@ pkgs=(
     time                       # peak-RSS measurement in the integration tests
     dnsmasq-base               # the real DNS server the DNS tests start on loopback (no service)
     jq                         # JSON assertions in the integration tests
+    libmicrohttpd-dev          # HTTP framing of the metrics and admin API server (GnuTLS, not OpenSSL)
+    prometheus                 # promtool, to check /metrics (the service is not started: see below)
 )
 
 missing=()
@@ -34,3 +36,10 @@ echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# floormta needs only promtool from the prometheus package. On a host with systemd its
+# postinst starts a Prometheus server (containers with a policy-rc.d that says 101 start
+# nothing): stop and disable it, it has no place on a build/test machine.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null &&
+    systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
