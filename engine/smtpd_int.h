@@ -130,10 +130,10 @@ struct smtpd_sess {
     /* command line spanning reads; discarding = the rest of a refused line */
     size_t line_len;
     bool discarding;
-    char line[SMTPD_LINE_MAX];
+    size_t out_len; /* replies in out not yet taken by the I/O side */
 
-    /* replies not yet taken by the I/O side */
-    size_t out_len;
+    /* buffers (not zeroed at init) */
+    char line[SMTPD_LINE_MAX];
     char out[SMTPD_OUT_CAP];
 };
 

@@ -85,6 +85,7 @@ static void reject(struct smtpd_sess *s, enum eng_smtpd_reject why)
 int smtpd_sess_init(struct smtpd_sess *s, struct smtpd_shared *sh, const struct sockaddr *addr,
                     socklen_t addrlen)
 {
+    /* The header only: the buffers behind it are written before they are read. */
     memset(s, 0, offsetof(struct smtpd_sess, line));
     s->sh = sh;
     s->state = SMTPD_S_NEW;
