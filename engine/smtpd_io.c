@@ -366,7 +366,7 @@ static unsigned count_client(const struct eng_smtpd *d, const struct sockaddr_st
 {
     unsigned n = 0;
     for (const struct smtpd_conn *o = d->live; o; o = o->next)
-        n += !o->closing && same_ip(&o->sm.client, a);
+        n += !o->closing && !o->close_after && same_ip(&o->sm.client, a); /* not leaving */
     return n;
 }
 
