@@ -15,6 +15,12 @@ pkgs=(
     time                       # peak-RSS measurement in the integration tests
     dnsmasq-base               # the real DNS server the DNS tests start on loopback (no service)
     jq                         # JSON assertions in the integration tests
+    libcrypt-dev               # crypt_rn: the submission server's credentials file
+    swaks                      # SMTP client driving the submission server's tests
+    libnet-ssleay-perl         # swaks --tls (a Recommends, which --no-install-recommends skips)
+    postfix                    # only for smtp-source (load client); never configured or started
+    openssl                    # s_client: the submission listener refuses TLS 1.0 / 1.1
+    whois                      # mkpasswd, to make credentials-file hashes
 )
 
 missing=()
@@ -31,5 +37,12 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Postfix comes only for smtp-source: "No configuration" leaves it unconfigured, so it
+# neither listens on :25 nor runs.
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Should anything have started Postfix anyway, stop it: the tests own the loopback ports.
+if command -v postfix >/dev/null && postfix status >/dev/null 2>&1; then
+    postfix stop || true
+fi
