@@ -1,10 +1,12 @@
 /*
  * engine/smtpd_int.h — private declarations of the submission server, shared by:
- *   smtpd.c          listeners, accept, per-client counting, start-up and shutdown;
+ *   smtpd.c          listeners, configuration defaults, start-up, shutdown, counters;
  *   smtpd_session.c  the SMTP state machine: bytes in, replies and actions out;
  *   smtpd_data.c     the DATA content reader and the Received header;
+ *   smtpd_parse.c    MAIL / RCPT paths and parameters;
  *   smtpd_auth.c     credentials (crypt_rn), SASL PLAIN/LOGIN decoding, relay networks;
- *   smtpd_io.c       one connection on the loop: recv/send, TLS, submit and done.
+ *   smtpd_io.c       accept with per-client counting; one connection on the loop:
+ *                    recv/send, TLS, submit and done.
  * Tests include it to drive the state machine without sockets. Not a public header.
  */
 #ifndef FLOORMTA_ENGINE_SMTPD_INT_H
@@ -177,6 +179,18 @@ void smtpd_sess_submitted(struct smtpd_sess *s, int res, const char *queue_id);
 
 /* Queues a reply (copied); callers keep SMTPD_REPLY_MAX free first. */
 void smtpd_sess_reply(struct smtpd_sess *s, const char *text, size_t len);
+
+/* ---- MAIL / RCPT arguments (smtpd_parse.c) ------------------------------------------- */
+
+/* Parses "<path> params" at p (borrowed): copies the path without brackets (and
+ * without an obsolete source route) into out (ENG_SMTPD_ADDR_MAX + 1 bytes), points
+ * *params at what follows. Returns 0, -EINVAL (syntax; a non-empty path needs
+ * local@domain), -E2BIG (too long). *utf8: the path has bytes above 127. */
+int smtpd_parse_path(const char *p, char *out, const char **params, bool *utf8);
+
+/* Applies one MAIL parameter KEY[=VALUE] (k[0, klen); v NULL without '=') to the
+ * transaction in s. Returns 0, -EINVAL (bad value), -ENOTSUP (unknown parameter). */
+int smtpd_mail_param(struct smtpd_sess *s, const char *k, size_t klen, const char *v);
 
 /* ---- content (smtpd_data.c) -------------------------------------------------------- */
 
