@@ -18,6 +18,12 @@ pkgs=(
     jq                         # JSON assertions in the integration tests
     libmicrohttpd-dev          # HTTP framing of the metrics and admin API server (GnuTLS, not OpenSSL)
     prometheus                 # promtool, to check /metrics (the service is not started: see below)
+    libcrypt-dev               # crypt_rn: the submission server's credentials file
+    swaks                      # SMTP client driving the submission server's tests
+    libnet-ssleay-perl         # swaks --tls (a Recommends, which --no-install-recommends skips)
+    postfix                    # only for smtp-source (load client); never configured or started
+    openssl                    # s_client: the submission listener refuses TLS 1.0 / 1.1
+    whois                      # mkpasswd, to make credentials-file hashes
 )
 
 missing=()
@@ -34,6 +40,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Postfix comes only for smtp-source: "No configuration" leaves it unconfigured, so it
+# neither listens on :25 nor runs.
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # floormta needs only promtool from the prometheus package. On a host with systemd its
@@ -42,4 +51,8 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}"
 if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null &&
     systemctl is-active --quiet prometheus 2>/dev/null; then
     systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+# Should anything have started Postfix anyway, stop it: the tests own the loopback ports.
+if command -v postfix >/dev/null && postfix status >/dev/null 2>&1; then
+    postfix stop || true
 fi
