@@ -53,6 +53,8 @@ struct pool_host {
     unsigned nidle;
     struct eng_conn *idle; /* LIFO through idle_next / idle_prev */
     struct eng_connpool_wait *wait_head, *wait_tail;
+    unsigned gwaiting; /* waiters of this key in the pool's global list: they point at
+                        * this host, so it must live until they are granted */
 };
 
 struct eng_conn {
@@ -154,7 +156,7 @@ static struct pool_host *host_get(struct eng_connpool *p, const struct eng_connp
 /* Frees a key that holds nothing any more. */
 static void host_maybe_free(struct eng_connpool *p, struct pool_host *h)
 {
-    if (h->nconns || h->nidle || h->wait_head)
+    if (h->nconns || h->nidle || h->wait_head || h->gwaiting)
         return;
     struct pool_host **pp = &p->buckets[h->hash & (POOL_BUCKETS - 1)];
     while (*pp != h)
@@ -276,6 +278,7 @@ static void grant_global(struct eng_connpool *p)
     wait_pop(&p->gwait_head, &p->gwait_tail);
     p->st.waiting--;
     struct pool_host *h = w->host;
+    h->gwaiting--;
     if (h->idle) {
         struct eng_conn *c = h->idle;
         lease(c, w);
@@ -425,6 +428,7 @@ int eng_connpool_acquire(struct eng_connpool *p, const struct eng_connpool_key *
         /* Only the total is full: an idle connection elsewhere can make room (its slot
          * comes back when its QUIT is done). Queued first, so that room is ours. */
         wait_push(&p->gwait_head, &p->gwait_tail, w);
+        h->gwaiting++;
         p->st.waiting++;
         p->st.waits++;
         evict_one_idle(p);
@@ -571,6 +575,9 @@ void eng_connpool_close(struct eng_connpool *p)
     struct eng_connpool_wait *w;
     while ((w = wait_pop(&p->gwait_head, &p->gwait_tail))) {
         p->st.waiting--;
+        struct pool_host *gh = w->host;
+        gh->gwaiting--;
+        host_maybe_free(p, gh);
         w->granted(w, ENG_CONNPOOL_CLOSED, NULL);
     }
     /* Owners run (and a QUIT that cannot be submitted ends its connection at once), so

@@ -305,6 +305,43 @@ static void test_total_limit(void **state)
     assert_int_equal(c.connections, 2);
 }
 
+/* The total is full and a second attempt for the same MX host waits for it (in the
+ * pool's global list, not the host's); the first connection then closes (one message
+ * per connection), which leaves its host with no connection at all: the host must stay
+ * for its global waiter, which then gets the slot. (The host used to be freed there,
+ * and the waiter granted a slot on freed memory: the pool's total never came back to
+ * zero and its stop waited forever.) */
+static void test_global_waiter_keeps_host(void **state)
+{
+    (void)state;
+    struct sink k;
+    sink_start(&k, work, MX_NAME, "127.0.0.3=tls1.3", NULL);
+    struct live_env e;
+    struct eng_connpool_config pcfg = { .max_total = 1, .max_msgs_per_conn = 1 };
+    env_init(&e, k.port, &pcfg);
+    struct live_outcome o[2];
+    start(&e, "good.floormta.test", &o[0]);
+    start(&e, "also.floormta.test", &o[1]);
+    run_until_done(&e, o, 2, 1);
+    assert_int_equal(o[0].rep.result, ENG_DELIVER_DELIVERED);
+    assert_int_equal(o[1].rep.result, ENG_DELIVER_DELIVERED);
+    struct eng_connpool_stats st;
+    uint64_t end = live_now_ms() + 10000;
+    do {
+        assert_true(eng_loop_run_once(e.loop, 20) >= 0);
+        eng_connpool_stats(e.pool, &st);
+    } while (st.total > 0 && live_now_ms() < end);
+    assert_int_equal(st.total, 0);
+    assert_int_equal(st.connects, 2);
+    assert_int_equal(st.waits, 1);
+    live_outcome_free(&o[0]);
+    live_outcome_free(&o[1]);
+    live_env_free(&e);
+    struct sink_counters c;
+    sink_stop(&k, &c);
+    assert_int_equal(c.messages, 2);
+}
+
 static struct sockaddr_storage source_v4(const char *ip)
 {
     struct sockaddr_storage ss;
@@ -363,6 +400,7 @@ int main(void)
         cmocka_unit_test_teardown(test_idle_timeout, sink_teardown),
         cmocka_unit_test_teardown(test_receiver_closes_idle, sink_teardown),
         cmocka_unit_test_teardown(test_total_limit, sink_teardown),
+        cmocka_unit_test_teardown(test_global_waiter_keeps_host, sink_teardown),
         cmocka_unit_test_teardown(test_egress_source, sink_teardown),
     };
     return live_main(&suite, tests);
