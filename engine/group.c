@@ -46,6 +46,36 @@ unsigned eng_group_nworkers(const struct eng_group *g)
     return g->n;
 }
 
+/* ---- metrics -------------------------------------------------------------------------- */
+
+_Static_assert(sizeof(struct eng_metrics) % sizeof(uint64_t) == 0,
+               "the published metrics are 64-bit words");
+
+void eng_group_metrics(const struct eng_group *g, struct eng_metrics *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (unsigned i = 0; i < g->n; i++) {
+        struct grp_worker *gw = &g->workers[i];
+        uint64_t words[GRP_METRIC_WORDS];
+        for (;;) { /* the seqlock's reader: retry while the worker writes */
+            uint64_t s0 = atomic_load_explicit(&gw->mseq, memory_order_acquire);
+            if (s0 & 1) {
+                sched_yield();
+                continue;
+            }
+            for (size_t k = 0; k < GRP_METRIC_WORDS; k++)
+                words[k] = atomic_load_explicit(&gw->mwords[k], memory_order_relaxed);
+            atomic_thread_fence(memory_order_acquire);
+            if (atomic_load_explicit(&gw->mseq, memory_order_relaxed) == s0)
+                break;
+        }
+        struct eng_metrics m;
+        memcpy(&m, words, sizeof(m));
+        eng_metrics_add(out, &m);
+    }
+    out->enqueue_refused += atomic_load(&((struct eng_group *)g)->refused);
+}
+
 /* ---- new ------------------------------------------------------------------------------- */
 
 static char *dup_or_null(const char *s, bool *failed)

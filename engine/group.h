@@ -176,6 +176,14 @@ uint64_t eng_group_hash(const char *domain);
 /* The number of workers. */
 unsigned eng_group_nworkers(const struct eng_group *g);
 
+struct eng_metrics;
+
+/* Sums the workers' published metrics (engine/metrics.h: counters, histograms and the
+ * gauges of their queues, pools, resolvers and capability caches; published at most
+ * every 250 ms) into *out, which is overwritten; enqueue_refused is the group's. Any
+ * thread. */
+void eng_group_metrics(const struct eng_group *g, struct eng_metrics *out);
+
 /* Sums the workers' published stats into *out. Any thread. */
 void eng_group_stats(const struct eng_group *g, struct eng_group_stats *out);
 

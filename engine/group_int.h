@@ -13,6 +13,7 @@
 #include <stdbool.h>
 
 #include "engine/group.h"
+#include "engine/metrics.h"
 
 /* ---- the inbox: Vyukov's intrusive multi-producer single-consumer queue ------------- */
 
@@ -98,7 +99,8 @@ struct grp_msg *eng_group_msg_adopt(const struct queue_entry_info *info, bool re
 
 /* Published stats, as 64-bit words behind a sequence counter (a seqlock: the one
  * writer never waits, readers retry while it writes). */
-#define GRP_STAT_WORDS (sizeof(struct eng_group_worker_stats) / sizeof(uint64_t))
+#define GRP_STAT_WORDS   (sizeof(struct eng_group_worker_stats) / sizeof(uint64_t))
+#define GRP_METRIC_WORDS (sizeof(struct eng_metrics) / sizeof(uint64_t))
 
 struct grp_worker {
     struct eng_group *g;
@@ -113,6 +115,10 @@ struct grp_worker {
     struct eng_group_inbox inbox;
     atomic_uint_fast64_t seq;
     atomic_uint_fast64_t words[GRP_STAT_WORDS];
+    /* The worker's metrics (eng_group_metrics), published the same way but at most
+     * every GRP_METRICS_MS: about 1 KB, for a scrape every few seconds. */
+    atomic_uint_fast64_t mseq;
+    atomic_uint_fast64_t mwords[GRP_METRIC_WORDS];
 };
 
 struct eng_group {

@@ -27,6 +27,7 @@
 #define GRP_DEFAULT_TLS_CACHE       4096
 #define GRP_DEFAULT_MAX_CONNECTIONS 1000
 #define GRP_DEFAULT_SAVE_S          60
+#define GRP_METRICS_MS              250
 
 /* Everything one worker thread owns. A new per-worker object is one field here, a few
  * lines in res_build (in dependency order) and one in res_free (in reverse). */
@@ -51,7 +52,8 @@ struct grp_thread {
     char cap_path[PATH_MAX];          /* "" = not persisted */
     void *svc_state[ENG_GROUP_MAX_SERVICES];
     bool svc_started[ENG_GROUP_MAX_SERVICES];
-    bool svc_stopped; /* the services' stop ran */
+    bool svc_stopped;       /* the services' stop ran */
+    uint64_t metrics_at_ms; /* when the metrics were last published */
 };
 
 /* The worker whose thread this is (set once by eng_group_worker_main). */
@@ -107,6 +109,48 @@ static void publish(struct grp_thread *t)
     for (size_t i = 0; i < GRP_STAT_WORDS; i++)
         atomic_store_explicit(&gw->words[i], words[i], memory_order_relaxed);
     atomic_store_explicit(&gw->seq, s + 2, memory_order_release);
+}
+
+/* The metrics: the worker's own, plus the gauges of this thread's pool, resolver and
+ * capability cache; a seqlock like publish(), but only every GRP_METRICS_MS (or when
+ * forced, at the end). */
+static void publish_metrics(struct grp_thread *t, bool force)
+{
+    if (!t->r.worker)
+        return;
+    uint64_t now = eng_loop_now_ms(t->r.loop);
+    if (!force && now - t->metrics_at_ms < GRP_METRICS_MS)
+        return;
+    t->metrics_at_ms = now;
+    struct eng_metrics m;
+    eng_worker_metrics(t->r.worker, &m);
+    if (t->r.pool) {
+        struct eng_connpool_stats ps;
+        eng_connpool_stats(t->r.pool, &ps);
+        m.conns_open += ps.total;
+        m.conns_idle += ps.idle;
+    }
+    if (t->r.dns) {
+        struct dns_stats ds;
+        dns_resolver_stats(eng_dns_resolver(t->r.dns), &ds);
+        m.dns_queries += ds.queries;
+        m.dns_cache_hits += ds.cache_hits;
+    }
+    if (t->r.capcache) {
+        struct eng_capcache_stats cs;
+        eng_capcache_stats(t->r.capcache, &cs);
+        m.capcache_pass += cs.pass_entries;
+        m.capcache_refuse += cs.refuse_entries;
+    }
+    uint64_t words[GRP_METRIC_WORDS];
+    memcpy(words, &m, sizeof(words));
+    struct grp_worker *gw = t->gw;
+    uint64_t s = atomic_load_explicit(&gw->mseq, memory_order_relaxed);
+    atomic_store_explicit(&gw->mseq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    for (size_t i = 0; i < GRP_METRIC_WORDS; i++)
+        atomic_store_explicit(&gw->mwords[i], words[i], memory_order_relaxed);
+    atomic_store_explicit(&gw->mseq, s + 2, memory_order_release);
 }
 
 /* ---- capability cache files ---------------------------------------------------------- */
@@ -470,6 +514,7 @@ void *eng_group_worker_main(void *arg)
             inbox_drain(&t);
         }
         publish(&t);
+        publish_metrics(&t, false);
         if (rc < 0) {
             eng_log(ENG_LOG_ERROR, "group: worker=%u loop failed: %s; stopping", gw->index,
                     eng_strerror(rc));
@@ -491,6 +536,7 @@ void *eng_group_worker_main(void *arg)
     eng_worker_stop(t.r.worker);
     cap_save(&t);
     publish(&t); /* the final figures, before the objects go */
+    publish_metrics(&t, true);
     services_free(&t);
     handles_close(&t);
     res_free(&t);

@@ -407,6 +407,16 @@ void eng_worker_stats(const struct eng_worker *w, struct eng_worker_stats *out)
     *out = w->stats;
 }
 
+void eng_worker_metrics(const struct eng_worker *w, struct eng_metrics *out)
+{
+    *out = w->metrics;
+    eng_metrics_add_worker(out, &w->stats);
+    struct queue_sched_stats ss;
+    queue_sched_stats(w->sched, &ss);
+    out->queue_depth[ENG_METRIC_Q_QUEUED] += ss.ready + ss.inflight;
+    out->queue_depth[ENG_METRIC_Q_DEFERRED] += ss.deferred;
+}
+
 struct queue_sched *eng_worker_sched(struct eng_worker *w)
 {
     return w->sched;

@@ -102,6 +102,13 @@ struct eng_worker_stats {
     uint64_t log_errors;    /* delivery-log lines that could not be written */
 };
 
+struct eng_metrics;
+
+/* The worker's metrics (engine/metrics.h): its stats mapped, the per-attempt counters
+ * (results per recipient, floor refusals by reason, TLS versions, histograms) and the
+ * queue-depth gauges; *out is overwritten. Loop thread. */
+void eng_worker_metrics(const struct eng_worker *w, struct eng_metrics *out);
+
 /* Creates a worker (nothing runs until eng_worker_start). cfg is borrowed for the call
  * (the objects it points to for the worker's life). Returns 0 and *out (free with
  * eng_worker_free), -EINVAL (a required pointer or the helo name missing), -ENOMEM. */

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "engine/log.h"
 #include "engine/worker_int.h"
@@ -213,6 +214,32 @@ static void log_line(struct eng_worker *w, const char *json)
                 (unsigned long long)w->stats.log_errors, n < 0 ? strerror(errno) : "short write");
 }
 
+/* The per-attempt metrics: per recipient, what the attempt did to it; the floor's
+ * refusal, the new connection's TLS version and set-up time, the transaction time, and
+ * for delivered messages their time since arrival. */
+static void count_attempt(struct eng_metrics *m, const struct eng_deliver_report *rep)
+{
+    bool refused = !rep->transacted && rep->refusal != TLS_REASON_NONE;
+    m->results[ENG_METRIC_RES_OK] += rep->delivered;
+    m->results[ENG_METRIC_RES_PERMFAIL] += rep->bounced;
+    m->results[refused ? ENG_METRIC_RES_REFUSED : ENG_METRIC_RES_TEMPFAIL] += rep->deferred;
+    m->rcpts_deferred += rep->deferred;
+    if (rep->refusal != TLS_REASON_NONE && (unsigned)rep->refusal < TLS_REASON__COUNT)
+        m->refusals[rep->refusal]++;
+    if (!rep->transacted)
+        return;
+    if (!rep->reused && !rep->plaintext) {
+        int v = eng_metrics_tls_index(rep->verdict.ev.version);
+        if (v >= 0)
+            m->tls_versions[v]++;
+        eng_metrics_observe(&m->handshake, rep->connect_ms * 1000);
+    }
+    eng_metrics_observe(&m->transaction, rep->txn_ms * 1000);
+    int64_t age = (int64_t)time(NULL) - rep->env->arrival;
+    if (rep->delivered > 0 && age >= 0)
+        eng_metrics_observe(&m->end_to_end, (uint64_t)age * 1000000);
+}
+
 void eng_worker_attempt_done(void *arg, const struct eng_deliver_report *rep)
 {
     struct wk_attempt *a = arg;
@@ -220,6 +247,7 @@ void eng_worker_attempt_done(void *arg, const struct eng_deliver_report *rep)
     st->running--;
     if (a->w->cfg.delivery_log_fd > 0 && rep->log_json)
         log_line(a->w, rep->log_json);
+    count_attempt(&a->w->metrics, rep);
     if (rep->transacted) {
         st->conns_reused += rep->reused;
         st->conns_new += !rep->reused;

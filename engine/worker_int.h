@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "engine/deliver.h"
+#include "engine/metrics.h"
 #include "engine/worker.h"
 
 /* The life of one attempt slot, after its message was read from the spool. */
@@ -50,6 +51,7 @@ struct eng_worker {
     char *mta;
     struct eng_deliver_config dcfg;
     struct eng_json_out log_out; /* dcfg.log_out: every attempt's delivery-log line */
+    struct eng_metrics metrics;  /* what the stats do not say (engine/metrics.h) */
     struct queue_sched *sched;
     struct queue_port *port;
     eng_handle_t h_port;  /* poll on queue_port_fd */

@@ -28,6 +28,7 @@
 
 #include "engine/group.h"
 #include "engine/loop.h"
+#include "engine/metrics.h"
 #include "queue/queue.h"
 #include "tests/dns/dnsmasq_fixture.h"
 #include "tests/engine/deliver_fixture.h"
@@ -210,6 +211,26 @@ static void test_many_domains(void **state)
         assert_int_equal(atomic_load(&q[i].done), 1);
         assert_int_equal(atomic_load(&q[i].res), 0);
     }
+    /* The metrics agree (published every 250 ms: wait for the last attempts'). */
+    struct eng_metrics m;
+    uint64_t end = live_now_ms() + 5000;
+    do {
+        usleep(50 * 1000);
+        eng_group_metrics(r.g, &m);
+    } while ((m.results[ENG_METRIC_RES_OK] < NMSG || m.queue_depth[ENG_METRIC_Q_QUEUED] > 0) &&
+             live_now_ms() < end);
+    assert_int_equal(m.results[ENG_METRIC_RES_OK], NMSG);
+    assert_int_equal(m.rcpts_delivered, NMSG);
+    assert_int_equal(m.results[ENG_METRIC_RES_REFUSED], 0);
+    assert_int_equal(m.transaction.count, NMSG);
+    assert_int_equal(m.end_to_end.count, NMSG);
+    assert_int_equal(m.tls_versions[eng_metrics_tls_index(TLS_VERSION_1_2)],
+                     m.conns_opened); /* the sink speaks TLS 1.2 only */
+    assert_true(m.conns_opened > 0);
+    assert_int_equal(m.handshake.count, m.conns_opened);
+    assert_int_equal(m.queue_depth[ENG_METRIC_Q_QUEUED], 0);
+    assert_int_equal(m.queue_depth[ENG_METRIC_Q_DEFERRED], 0);
+    assert_true(m.dns_queries > 0);
     group_close(&r);
     assert_int_equal(live_spool_count(r.dir, &r.spool), 0);
     struct sink_counters c;
