@@ -20,9 +20,10 @@ build-asan: deps
 	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DFLOORMTA_SANITIZE=ON >/dev/null
 	@cmake --build $(BUILD_ASAN) -j $(JOBS)
 
-# Until the daemon exists (issue 6): start sinks in every receiver profile and probe each.
+# The daemon on the embedded default configuration (./var, SMTP 127.0.0.1:2525, HTTP
+# 127.0.0.1:8025), in the foreground: Ctrl-C (SIGINT) drains and stops it.
 run: build
-	@bash scripts/demo.sh $(BUILD)
+	@$(BUILD)/floormta run
 
 # Every test twice: a normal build, then AddressSanitizer + UBSan. Ends with ctest's
 # summary line of the sanitizer run.

@@ -18,4 +18,9 @@ int eng_cmd_probe(int argc, char **argv);
  * argv is borrowed; argv[0] is "check-config". */
 int eng_cmd_check_config(int argc, char **argv);
 
+/* `floormta run [--config FILE] [--log-level L]`: the daemon (engine/daemon.c). Returns
+ * 0 after a clean drain (SIGTERM, SIGINT), 1 when the configuration is invalid or
+ * something cannot start. argv is borrowed; argv[0] is "run". */
+int eng_cmd_run(int argc, char **argv);
+
 #endif /* FLOORMTA_ENGINE_CLI_H */

@@ -181,7 +181,6 @@ struct eng_config {
     struct {
         uint64_t max_message_size;
         unsigned max_recipients;
-        unsigned max_line_length;
         unsigned command_timeout_ms;
         unsigned data_timeout_ms;
         unsigned max_connections_per_client;

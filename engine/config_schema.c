@@ -416,7 +416,6 @@ static void relay_networks(struct eng_cfg_parse *p, yaml_node_t *n, const char *
 static const struct eng_cfg_key submission_keys[] = {
     C("max_message_size", CFG_SIZE, submission.max_message_size, 1024, 1ull << 40),
     C("max_recipients", CFG_UINT, submission.max_recipients, 1, 1000000),
-    C("max_line_length", CFG_UINT, submission.max_line_length, 1000, 1 << 20),
     C("command_timeout", CFG_MS, submission.command_timeout_ms, 1000, MS(3600)),
     C("data_timeout", CFG_MS, submission.data_timeout_ms, 1000, MS(3600)),
     C("max_connections_per_client", CFG_UINT, submission.max_connections_per_client, 1, 100000),

@@ -118,7 +118,11 @@ static void publish_metrics(struct grp_thread *t, bool force)
 {
     if (!t->r.worker)
         return;
-    uint64_t now = eng_loop_now_ms(t->r.loop);
+    /* The clock itself, not the loop's: that one moves only when something completes,
+     * and an idle worker must still publish its last attempts' figures. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     if (!force && now - t->metrics_at_ms < GRP_METRICS_MS)
         return;
     t->metrics_at_ms = now;

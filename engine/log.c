@@ -36,6 +36,11 @@ void eng_log_set_fd(int fd)
     log_fd = fd;
 }
 
+int eng_log_get_fd(void)
+{
+    return log_fd;
+}
+
 int eng_log_level_parse(const char *name, enum eng_log_level *out)
 {
     for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {

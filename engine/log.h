@@ -28,6 +28,9 @@ enum eng_log_level eng_log_get_level(void);
 /* Sends lines to fd instead of stderr (2). The fd stays the caller's. */
 void eng_log_set_fd(int fd);
 
+/* The fd lines go to. */
+int eng_log_get_fd(void);
+
 /* Parses "error", "warn", "info", "debug". Returns 0, or -EINVAL. name is borrowed. */
 int eng_log_level_parse(const char *name, enum eng_log_level *out);
 

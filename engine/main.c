@@ -17,6 +17,9 @@ static void usage(FILE *f)
                "  probe DOMAIN [--dns IP[:PORT]]... [--port N] [--ca FILE] [--json]\n"
                "        resolve the domain's MX hosts and judge every address of each\n"
                "        (exit 0 one passes, 2 none passes, 1 DNS failure)\n"
+               "  run [--config FILE] [--log-level LEVEL]\n"
+               "        run the engine: SMTP submission, the HTTP API and /metrics, delivery\n"
+               "        (without --config: the embedded default; SIGTERM drains and exits 0)\n"
                "  check-config [--syntax-only] FILE\n"
                "        validate a configuration file; every error as FILE:LINE:COL: KEY\n"
                "        (exit 0 valid, 1 invalid)\n"
@@ -35,6 +38,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "probe") == 0)
         return eng_cmd_probe(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0)
+        return eng_cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "check-config") == 0)
         return eng_cmd_check_config(argc - 1, argv + 1);
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {

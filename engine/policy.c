@@ -389,6 +389,28 @@ size_t eng_policy_table_contexts(const struct eng_policy_table *t)
     return t && t->built ? t->nctxs : 0;
 }
 
+int eng_policy_table_reload(struct eng_policy_table *t)
+{
+    if (t == NULL || !t->built)
+        return -EINVAL;
+    t->err[0] = '\0';
+    int first = 0;
+    for (size_t i = 0; i < t->nctxs; i++) {
+        const struct policy_ctx *c = &t->ctxs[i];
+        struct tls_client_config cfg = {
+            .min_version = c->min_version,
+            .ca_file = c->ca_file,
+            .opportunistic = c->mode == ENG_POLICY_OPPORTUNISTIC,
+        };
+        int rc = tls_ctx_reload_client(c->tls, &cfg);
+        if (rc != 0 && first == 0) {
+            first = rc;
+            set_error(t, "%s: %s", c->ca_file ? c->ca_file : "the system bundle", tls_strerror(rc));
+        }
+    }
+    return first;
+}
+
 void eng_policy_table_free(struct eng_policy_table *t)
 {
     if (t == NULL)

@@ -141,6 +141,14 @@ const struct eng_policy *eng_policy_lookup(const struct eng_policy_table *t, con
 size_t eng_policy_table_size(const struct eng_policy_table *t);
 size_t eng_policy_table_contexts(const struct eng_policy_table *t);
 
+/* Reads every context's trust store again (tls_ctx_reload_client: the default's and
+ * each pinned CA file), for SIGHUP; deliveries go on meanwhile, each connection with
+ * the store it started with. A context whose file no longer loads keeps its old store;
+ * the first such failure is returned and named by eng_policy_table_error. Returns 0,
+ * -EINVAL (not built), or a tls_ctx_reload_client code. Any thread (it does not change
+ * the table, only the contexts' insides). */
+int eng_policy_table_reload(struct eng_policy_table *t);
+
 /* Frees the table and its contexts (connections made from them hold their own
  * references, see tls_ctx_free). NULL is a no-op. */
 void eng_policy_table_free(struct eng_policy_table *t);

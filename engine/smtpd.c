@@ -161,8 +161,10 @@ int eng_smtpd_new(struct eng_loop *loop, const struct eng_smtpd_config *cfg, str
         }
         lst->open = true;
         listener_arm(lst);
-        eng_log(ENG_LOG_INFO, "smtpd: listening on %s (%s)", lst->text,
-                lst->mode == ENG_SMTPD_MODE_IMPLICIT_TLS ? "implicit TLS" : "STARTTLS");
+        eng_log(ENG_LOG_DEBUG, "smtpd: listening on %s (%s)", lst->text,
+                lst->mode == ENG_SMTPD_MODE_IMPLICIT_TLS ? "implicit TLS"
+                : cfg->tls                               ? "STARTTLS"
+                                                         : "no STARTTLS: no certificate");
     }
     *out = d;
     return 0;

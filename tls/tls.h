@@ -214,6 +214,16 @@ int tls_ctx_new_server(const struct tls_server_config *cfg, struct tls_ctx **out
  * freed while they live. NULL is a no-op. */
 void tls_ctx_free(struct tls_ctx *ctx);
 
+/* Reads a context's files again — the trust store of a client context, the certificate
+ * and key of a server one — and puts the result in place, from any thread while other
+ * threads make connections with it: connections made from then on use the new files,
+ * open ones keep what they started with, and no verdict remembered under the old
+ * trust store is reused. cfg is borrowed; it must keep a client context's floor and
+ * mode (TLS_ERR_CONFIG otherwise). Returns 0, or what tls_ctx_new_client/server
+ * return (the context is then unchanged). */
+int tls_ctx_reload_client(struct tls_ctx *ctx, const struct tls_client_config *cfg);
+int tls_ctx_reload_server(struct tls_ctx *ctx, const struct tls_server_config *cfg);
+
 /* Judges a certificate chain against a client context's floor exactly as a handshake
  * would (trust store, dates, host name peer_name, key sizes, signature hashes), without
  * a handshake: for re-checking a cached chain, tests and benchmarks. For an

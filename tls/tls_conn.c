@@ -56,7 +56,9 @@ static int conn_alloc(struct tls_ctx *ctx, const char *peer_name, const char *ca
     }
     tls_verdict_clear(&conn->verdict);
     ERR_clear_error();
+    pthread_mutex_lock(&ctx->mu); /* a reload may swap ctx->ssl meanwhile */
     conn->ssl = SSL_new(ctx->ssl);
+    pthread_mutex_unlock(&ctx->mu);
     conn->rbio = BIO_new(BIO_s_mem());
     conn->wbio = BIO_new(BIO_s_mem());
     if (conn->ssl == NULL || conn->rbio == NULL || conn->wbio == NULL) {

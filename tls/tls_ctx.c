@@ -43,6 +43,7 @@ void tls_ctx_free(struct tls_ctx *ctx)
         return;
     SSL_CTX_free(ctx->ssl);
     X509_STORE_free(ctx->store);
+    pthread_mutex_destroy(&ctx->mu);
     free(ctx);
 }
 
@@ -89,6 +90,7 @@ static struct tls_ctx *ctx_alloc(bool server)
     }
     ctx->server = server;
     ctx->refs = 1;
+    pthread_mutex_init(&ctx->mu, NULL);
     return ctx;
 }
 
@@ -172,4 +174,60 @@ fail:
     ERR_clear_error();
     tls_ctx_free(ctx);
     return rc;
+}
+
+X509_STORE *tls_ctx_store_get(struct tls_ctx *ctx, uint64_t *gen)
+{
+    pthread_mutex_lock(&ctx->mu);
+    X509_STORE *store = ctx->store;
+    if (store)
+        X509_STORE_up_ref(store);
+    *gen = ctx->gen;
+    pthread_mutex_unlock(&ctx->mu);
+    return store;
+}
+
+/* Moves fresh's library objects into ctx and ctx's old ones into fresh, which is then
+ * freed: the old SSL_CTX and store live on in the connections that hold them. */
+static void ctx_swap(struct tls_ctx *ctx, struct tls_ctx *fresh)
+{
+    pthread_mutex_lock(&ctx->mu);
+    SSL_CTX *ssl = ctx->ssl;
+    X509_STORE *store = ctx->store;
+    ctx->ssl = fresh->ssl;
+    ctx->store = fresh->store;
+    __atomic_add_fetch(&ctx->gen, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&ctx->mu);
+    fresh->ssl = ssl;
+    fresh->store = store;
+    tls_ctx_free(fresh);
+}
+
+int tls_ctx_reload_client(struct tls_ctx *ctx, const struct tls_client_config *cfg)
+{
+    if (ctx == NULL || cfg == NULL || ctx->server)
+        return TLS_ERR_CONFIG;
+    uint16_t floor = cfg->min_version ? cfg->min_version : TLS_VERSION_1_2;
+    /* What the context's users rely on stays: its floor and its mode. */
+    if (floor != ctx->min_version || cfg->opportunistic != ctx->opportunistic)
+        return TLS_ERR_CONFIG;
+    struct tls_ctx *fresh = NULL;
+    int rc = tls_ctx_new_client(cfg, &fresh);
+    if (rc != 0)
+        return rc;
+    ctx_swap(ctx, fresh);
+    return 0;
+}
+
+int tls_ctx_reload_server(struct tls_ctx *ctx, const struct tls_server_config *cfg)
+{
+    if (ctx == NULL || cfg == NULL || !ctx->server)
+        return TLS_ERR_CONFIG;
+    struct tls_ctx *fresh = NULL;
+    int rc = tls_ctx_new_server(cfg, &fresh);
+    if (rc != 0)
+        return rc;
+    ctx->min_version = fresh->min_version;
+    ctx_swap(ctx, fresh);
+    return 0;
 }

@@ -7,6 +7,8 @@
 
 #include "tls/tls.h"
 
+#include <pthread.h>
+
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -20,8 +22,13 @@
 #define TLS_CACHE_KEY_MAX 272
 
 struct tls_ctx {
+    /* ssl and store are replaced by a reload (tls_ctx_reload_*) while other threads
+     * make connections: read them under mu (SSL_new and X509_STORE_up_ref take their
+     * own references, so what a reader got stays valid after a swap). */
+    pthread_mutex_t mu;
     SSL_CTX *ssl;
     X509_STORE *store; /* client only: the trust anchors; NULL for a server */
+    uint64_t gen;      /* reloads so far (atomic): part of the verdict memo's key */
     bool server;
     bool opportunistic;   /* client: never refuse a completed handshake (tls.h) */
     uint16_t min_version; /* the floor (judged; enforced unless opportunistic) */
@@ -65,6 +72,10 @@ struct tls_conn {
     uint8_t hello[TLS_HELLO_PEEK];
     struct tls_verdict verdict;
 };
+
+/* The trust store to verify with now, with a reference of the caller's (release with
+ * X509_STORE_free), and the reload generation it belongs to; NULL for a server. */
+X509_STORE *tls_ctx_store_get(struct tls_ctx *ctx, uint64_t *gen);
 
 /* The one writer of conn->state. */
 void tls_conn_set_state(struct tls_conn *conn, enum tls_conn_state state);

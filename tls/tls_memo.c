@@ -68,6 +68,9 @@ void tls_memo_digest(const struct tls_ctx *ctx, const char *peer_name,
     /* The context stands for its trust store and policy: a reloaded configuration is a
      * new context, so nothing judged under the old one is reused. */
     SHA256_Update(&sha, &ctx, sizeof(ctx));
+    /* ... and so is a reload of its files (tls_ctx_reload_client). */
+    uint64_t gen = __atomic_load_n(&ctx->gen, __ATOMIC_ACQUIRE);
+    SHA256_Update(&sha, &gen, sizeof(gen));
     SHA256_Update(&sha, peer_name, strlen(peer_name) + 1);
     size_t n = certs ? sk_CRYPTO_BUFFER_num(certs) : 0;
     for (size_t i = 0; i < n; i++) {

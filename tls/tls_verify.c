@@ -219,12 +219,19 @@ static int64_t chain_not_after(STACK_OF(X509) * chain)
 static int judge_chain(struct tls_ctx *ctx, X509 *leaf, STACK_OF(X509) * untrusted,
                        struct collect *c, int64_t *not_after)
 {
+    uint64_t gen; /* the memo's key already carries it (tls_memo_digest) */
+    X509_STORE *store = tls_ctx_store_get(ctx, &gen);
+    (void)gen;
     X509_STORE_CTX *sctx = X509_STORE_CTX_new();
-    if (sctx == NULL)
+    if (sctx == NULL || store == NULL) {
+        X509_STORE_CTX_free(sctx);
+        X509_STORE_free(store);
         return -ENOMEM;
-    if (!X509_STORE_CTX_init(sctx, ctx->store, leaf, untrusted) ||
+    }
+    if (!X509_STORE_CTX_init(sctx, store, leaf, untrusted) ||
         !X509_STORE_CTX_set_default(sctx, "ssl_server")) {
         X509_STORE_CTX_free(sctx);
+        X509_STORE_free(store);
         return -ENOMEM;
     }
     X509_STORE_CTX_set_app_data(sctx, c);
@@ -251,6 +258,7 @@ static int judge_chain(struct tls_ctx *ctx, X509 *leaf, STACK_OF(X509) * untrust
         check_chain_algorithms(ctx, untrusted, &c->problems);
     }
     X509_STORE_CTX_free(sctx);
+    X509_STORE_free(store);
     return 0;
 }
 

@@ -66,3 +66,33 @@ start_sink() {
         printf -v "$var" '%s' "$port"
     done <"$WORK/$name.ready"
 }
+
+DNSMASQ=/usr/sbin/dnsmasq
+
+# start_dnsmasq: a real dnsmasq serving $WORK/zone.conf on 127.0.0.1 at a random port
+# (another one if taken); sets DNS_PORT. Queries are logged to $WORK/dnsmasq.log.
+start_dnsmasq() {
+    [ -x "$DNSMASQ" ] || { echo "dnsmasq is missing (install dnsmasq-base)"; exit 1; }
+    local attempt
+    for attempt in $(seq 1 10); do
+        DNS_PORT=$((20000 + RANDOM % 40000))
+        : >"$WORK/dnsmasq.log"
+        "$DNSMASQ" --keep-in-foreground --conf-file="$WORK/zone.conf" --no-resolv --no-hosts \
+            --no-poll --bind-interfaces --listen-address=127.0.0.1 --port="$DNS_PORT" \
+            --pid-file="$WORK/dnsmasq.pid" --log-facility="$WORK/dnsmasq.log" --log-queries \
+            --local=/test/ --cache-size=0 2>"$WORK/dnsmasq.err" &
+        local pid=$! i
+        for i in $(seq 1 100); do
+            grep -q 'started, version' "$WORK/dnsmasq.log" 2>/dev/null && break
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.05
+        done
+        if kill -0 "$pid" 2>/dev/null && grep -q 'started, version' "$WORK/dnsmasq.log"; then
+            PIDS+=("$pid")
+            return 0
+        fi
+        kill "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    echo "dnsmasq did not start:"; cat "$WORK/dnsmasq.err"; exit 1
+}

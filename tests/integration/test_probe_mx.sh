@@ -6,8 +6,6 @@
 # passes, 2 none does, 1 DNS failure with its reason), implicit MX and the JSON shape.
 . "$(dirname "$0")/lib.sh"
 
-DNSMASQ=/usr/sbin/dnsmasq
-[ -x "$DNSMASQ" ] || { echo "dnsmasq is missing (install dnsmasq-base)"; exit 1; }
 command -v jq >/dev/null || { echo "jq is missing (install jq)"; exit 1; }
 
 make_pki
@@ -39,32 +37,6 @@ start_mx_sinks() {
         wait "$pid" 2>/dev/null
     done
     echo "the sinks did not start:"; cat "$WORK/sinks.err"; exit 1
-}
-
-# dnsmasq with the zone below, at a random port (another one if taken).
-start_dnsmasq() {
-    local attempt
-    for attempt in $(seq 1 10); do
-        DNS_PORT=$((20000 + RANDOM % 40000))
-        : >"$WORK/dnsmasq.log"
-        "$DNSMASQ" --keep-in-foreground --conf-file="$WORK/zone.conf" --no-resolv --no-hosts \
-            --no-poll --bind-interfaces --listen-address=127.0.0.1 --port="$DNS_PORT" \
-            --pid-file="$WORK/dnsmasq.pid" --log-facility="$WORK/dnsmasq.log" --log-queries \
-            --local=/test/ --cache-size=0 2>"$WORK/dnsmasq.err" &
-        local pid=$! i
-        for i in $(seq 1 100); do
-            grep -q 'started, version' "$WORK/dnsmasq.log" 2>/dev/null && break
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.05
-        done
-        if kill -0 "$pid" 2>/dev/null && grep -q 'started, version' "$WORK/dnsmasq.log"; then
-            PIDS+=("$pid")
-            return 0
-        fi
-        kill "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    echo "dnsmasq did not start:"; cat "$WORK/dnsmasq.err"; exit 1
 }
 
 cat >"$WORK/zone.conf" <<'EOF'

@@ -1,0 +1,48 @@
+/*
+ * engine/daemon_int.h — private to engine/daemon*.c: the running daemon's objects, and
+ * the services it puts on the worker group (the SMTP submission listeners on every
+ * worker, the HTTP API on the first).
+ *
+ * Ownership: everything here is built by eng_cmd_run (daemon.c) before the group
+ * starts and freed after it stopped; the services only borrow it.
+ */
+#ifndef FLOORMTA_ENGINE_DAEMON_INT_H
+#define FLOORMTA_ENGINE_DAEMON_INT_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "engine/config.h"
+#include "engine/group.h"
+#include "engine/policy.h"
+#include "engine/smtpd.h"
+#include "queue/queue.h"
+#include "tls/tls.h"
+
+struct eng_daemon {
+    struct eng_config *cfg;              /* owned */
+    struct queue_spool *spool;           /* owned */
+    struct tls_ctx *client_tls;          /* owned: delivery, with the floor */
+    struct tls_ctx *server_tls;          /* owned; NULL = no certificate configured */
+    struct eng_policy_table *policy;     /* owned */
+    struct eng_smtpd_credentials *creds; /* owned; NULL = no AUTH */
+    char **tokens;                       /* owned: api.tokens and tokens_file's lines */
+    size_t ntokens;
+    char *relay_networks;                       /* owned: submission.relay_networks, comma-joined */
+    int delivery_fd;                            /* the delivery log, O_APPEND; -1 = none */
+    struct eng_group *group;                    /* owned */
+    atomic_uint_fast64_t received_smtp;         /* messages the SMTP listeners got durable */
+    atomic_uint_fast64_t received_smtp_partial; /* ... of which only for some domains */
+};
+
+/* SIGHUP (daemon_reload.c): reopens the logs, checks file (NULL = the embedded
+ * default) again, reloads the certificate and every trust store in place, and logs
+ * which changed settings need a restart. Main thread. */
+void eng_daemon_reload(struct eng_daemon *d, const char *file);
+
+/* The services: the SMTP listeners (every worker) and, when listen.http is set, the
+ * HTTP API (worker 0). Fills out (at least 2 entries) and returns how many. d is
+ * borrowed for the group's life. */
+unsigned eng_daemon_services(struct eng_daemon *d, struct eng_group_service *out);
+
+#endif /* FLOORMTA_ENGINE_DAEMON_INT_H */
