@@ -84,6 +84,7 @@ listen:
     key_file: $WORK/pki/valid.key
 api:
   tokens: ["$TOKEN"]
+  local_token_file: $WORK/run/api.token
 log:
   delivery: $WORK/log/delivery.log
   engine: $WORK/log/engine.log
@@ -174,6 +175,11 @@ code=$(curl -s -o "$WORK/api2.out" -w '%{http_code}' -X POST -H "Authorization: 
 check "API with the token: 202 and a queue id" \
     bash -c "[ '$code' = 202 ] && jq -e '.ids | length == 1' '$WORK/api2.out' >/dev/null"
 wait_for "the API's message delivered" 30 results_at_least good.floormta.test delivered 2
+check "the local token file: mode 0600, 64 hex digits" \
+    bash -c "[ \"\$(stat -c %a '$WORK/run/api.token')\" = 600 ] && grep -Eqx '[0-9a-f]{64}' '$WORK/run/api.token'"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(cat "$WORK/run/api.token")" \
+    "http://127.0.0.1:$HTTP_PORT/api/v1/queue")
+check "the local token is accepted (not 401)" [ "$code" != 401 ]
 
 # ---- metrics ----------------------------------------------------------------------------------
 curl -s "http://127.0.0.1:$HTTP_PORT/metrics" >"$WORK/metrics.txt"
@@ -203,6 +209,7 @@ stop_daemon
 check "SIGTERM: exit 0" [ "$STOP_RC" = 0 ]
 check "SIGTERM: the refused message is still queued" [ "$(spool_messages)" = 1 ]
 check "SIGTERM: drained and stopped" grep -q 'run: stopped' "$WORK/log/engine.log"
+check "SIGTERM: the local token file is removed" [ ! -e "$WORK/run/api.token" ]
 start_daemon
 wait_for "restart: the message recovered" 10 grep -q 'recovered messages=1' "$WORK/log/engine.log"
 stop_daemon
