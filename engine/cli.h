@@ -27,6 +27,13 @@ int eng_cmd_check_config(int argc, char **argv);
  * something cannot start. argv is borrowed; argv[0] is "run". */
 int eng_cmd_run(int argc, char **argv);
 
+/* `floormta send --from A --to B [--to C]... [--server HOST:PORT] [--config FILE]
+ * [FILE|-]` (engine/cmd_send.c): one message, read from FILE or standard input, through
+ * the running daemon's SMTP submission listener. Prints the queue id. Exit 0: accepted;
+ * 2: refused by the server (a 5xx or 4xx reply); 1: error (cannot connect, read,
+ * protocol). argv is borrowed; argv[0] is "send". */
+int eng_cmd_send(int argc, char **argv);
+
 /* ---- shared by the commands that talk to a running daemon (engine/cli_token.c) ---- */
 
 /* The configuration the daemon runs with: file (borrowed; NULL = the embedded default)
