@@ -5,6 +5,10 @@
 #ifndef FLOORMTA_ENGINE_CLI_H
 #define FLOORMTA_ENGINE_CLI_H
 
+#include <stddef.h>
+
+struct eng_config;
+
 /* `floormta probe HOST[:PORT] --name MXNAME [--ca FILE] [--json] ...`.
  * Exit 0: the receiver meets the floor; 2: refused by the floor; 1: error.
  * `floormta probe DOMAIN [--dns IP[:PORT]]... [--port N] ...`: every MX host address.
@@ -22,5 +26,29 @@ int eng_cmd_check_config(int argc, char **argv);
  * 0 after a clean drain (SIGTERM, SIGINT), 1 when the configuration is invalid or
  * something cannot start. argv is borrowed; argv[0] is "run". */
 int eng_cmd_run(int argc, char **argv);
+
+/* `floormta send --from A --to B [--to C]... [--server HOST:PORT] [--config FILE]
+ * [FILE|-]` (engine/cmd_send.c): one message, read from FILE or standard input, through
+ * the running daemon's SMTP submission listener. Prints the queue id. Exit 0: accepted;
+ * 2: refused by the server (a 5xx or 4xx reply); 1: error (cannot connect, read,
+ * protocol). argv is borrowed; argv[0] is "send". */
+int eng_cmd_send(int argc, char **argv);
+
+/* ---- shared by the commands that talk to a running daemon (engine/cli_token.c) ---- */
+
+/* The configuration the daemon runs with: file (borrowed; NULL = the embedded default)
+ * parsed, not checked against the file system. Returns 0 and *out (free with
+ * eng_config_free), or 1 after printing every error to stderr, prefixed with cmd. */
+int eng_cli_config(const char *cmd, const char *file, struct eng_config **out);
+
+/* The API token a command presents, first found of: token_opt (--token), the
+ * environment variable FLOORMTA_TOKEN, the first line of the daemon's
+ * api.local_token_file from cfg (NULL = the embedded default's). All borrowed.
+ * Returns 0 and *out (free with free()), -ENOENT when none of them gives one (no
+ * option, no variable, no file configured or the file is missing: the daemon is not
+ * running, or runs from another folder), or -errno / -EINVAL (the file is unreadable
+ * or empty). On an error, err (errlen bytes) says what was tried, for the user. */
+int eng_cli_token(const char *token_opt, const struct eng_config *cfg, char **out, char *err,
+                  size_t errlen);
 
 #endif /* FLOORMTA_ENGINE_CLI_H */

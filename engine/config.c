@@ -124,6 +124,7 @@ void eng_config_free(struct eng_config *c)
     free(c->submission.credentials_file);
     eng_cfg_free_strings(&c->api.tokens, &c->api.ntokens);
     free(c->api.tokens_file);
+    free(c->api.local_token_file);
     free(c->log.delivery);
     free(c->log.engine);
     for (size_t i = 0; i < c->npolicy; i++) {

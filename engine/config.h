@@ -193,6 +193,9 @@ struct eng_config {
         char **tokens; /* bearer tokens for the HTTP API */
         size_t ntokens;
         char *tokens_file; /* one token a line; NULL = none */
+        /* Where the daemon writes a fresh token for local tools (the CLI) at start, and
+         * removes it at a clean stop; NULL = none. */
+        char *local_token_file;
     } api;
 
     struct {
@@ -238,9 +241,9 @@ bool eng_config_locate(const struct eng_config *cfg, const char *key, const char
 /* Checks what needs the file system, appending every problem to errs, located at the
  * key that names it: the trust store and each policy's ca= load (tls_ctx_new_client),
  * the certificate and key load (tls_ctx_new_server), credentials_file and tokens_file
- * are readable and well-formed, each egress source is an address of this host (a test
- * bind, port 0), the spool and log directories exist or can be created. Returns 0 or
- * -EINVAL. cfg is borrowed. */
+ * are readable and well-formed, local_token_file's folder exists or can be created, each egress
+ * source is an address of this host (a test bind, port 0), the spool and log directories exist or
+ * can be created. Returns 0 or -EINVAL. cfg is borrowed. */
 int eng_config_check_files(const struct eng_config *cfg, struct eng_config_errors *errs);
 
 /* ---- the runtime structs ---------------------------------------------------------- */

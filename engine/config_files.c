@@ -192,6 +192,8 @@ int eng_config_check_files(const struct eng_config *c, struct eng_config_errors 
         check_lines(&ck, "submission.credentials_file", c->submission.credentials_file, true);
     if (c->api.tokens_file)
         check_lines(&ck, "api.tokens_file", c->api.tokens_file, false);
+    if (c->api.local_token_file)
+        check_log(&ck, "api.local_token_file", c->api.local_token_file);
     check_sources(&ck);
     check_dir(&ck, "spool.dir", c->spool.dir);
     check_log(&ck, "log.delivery", c->log.delivery);

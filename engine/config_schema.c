@@ -460,6 +460,7 @@ static void api_tokens(struct eng_cfg_parse *p, yaml_node_t *n, const char *path
 static const struct eng_cfg_key api_keys[] = {
     FN(struct eng_config, "tokens", api, api_tokens),
     STR("tokens_file", CFG_PATH, api.tokens_file),
+    STR("local_token_file", CFG_PATH, api.local_token_file),
     KEY_END,
 };
 

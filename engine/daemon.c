@@ -38,8 +38,7 @@ static void run_usage(FILE *f)
                "127.0.0.1:2525, HTTP on 127.0.0.1:8025. SIGTERM drains and exits 0.\n");
 }
 
-/* mkdir -p of path's parent folder. */
-static int make_parent(const char *path)
+int eng_daemon_make_parent(const char *path)
 {
     char buf[PATH_MAX];
     if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
@@ -61,7 +60,7 @@ static int make_parent(const char *path)
 
 static int open_log(const char *path)
 {
-    int rc = make_parent(path);
+    int rc = eng_daemon_make_parent(path);
     if (rc != 0)
         return rc;
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
@@ -123,6 +122,8 @@ static char *join_networks(const struct eng_config *c)
 static void daemon_free(struct eng_daemon *d)
 {
     eng_group_stop_and_free(d->group);
+    /* After the API stopped: a tool that read the file just before still got in. */
+    eng_daemon_token_remove(d);
     queue_spool_close(d->spool);
     tls_ctx_free(d->client_tls);
     tls_ctx_free(d->server_tls);
@@ -153,7 +154,7 @@ static int daemon_build(struct eng_daemon *d)
     sc.log = spool_log;
     char probe[PATH_MAX];
     snprintf(probe, sizeof(probe), "%s/.", c->spool.dir); /* its parents, as mkdir -p */
-    if ((rc = make_parent(probe)) != 0 || (rc = queue_spool_open(&sc, &d->spool)) != 0) {
+    if ((rc = eng_daemon_make_parent(probe)) != 0 || (rc = queue_spool_open(&sc, &d->spool)) != 0) {
         eng_log(ENG_LOG_ERROR, "run: cannot open the spool %s: %s", c->spool.dir,
                 queue_strerror(rc));
         return 1;
@@ -184,6 +185,11 @@ static int daemon_build(struct eng_daemon *d)
     }
     if ((rc = load_tokens(d)) != 0) {
         eng_log(ENG_LOG_ERROR, "run: cannot load the API tokens: %s", strerror(-rc));
+        return 1;
+    }
+    if ((rc = eng_daemon_token_write(d)) != 0) {
+        eng_log(ENG_LOG_ERROR, "run: cannot write api.local_token_file %s: %s",
+                c->api.local_token_file, strerror(-rc));
         return 1;
     }
     if (!(d->relay_networks = join_networks(c)))

@@ -28,12 +28,28 @@ struct eng_daemon {
     struct eng_smtpd_credentials *creds; /* owned; NULL = no AUTH */
     char **tokens;                       /* owned: api.tokens and tokens_file's lines */
     size_t ntokens;
-    char *relay_networks;                       /* owned: submission.relay_networks, comma-joined */
-    int delivery_fd;                            /* the delivery log, O_APPEND; -1 = none */
-    struct eng_group *group;                    /* owned */
+    char *local_token;       /* owned: the token written to api.local_token_file; NULL = none */
+    char *relay_networks;    /* owned: submission.relay_networks, comma-joined */
+    int delivery_fd;         /* the delivery log, O_APPEND; -1 = none */
+    struct eng_group *group; /* owned */
     atomic_uint_fast64_t received_smtp;         /* messages the SMTP listeners got durable */
     atomic_uint_fast64_t received_smtp_partial; /* ... of which only for some domains */
 };
+
+/* mkdir -p of path's parent folder (mode 0750). Returns 0 or -errno. */
+int eng_daemon_make_parent(const char *path);
+
+/* api.local_token_file (daemon_token.c): makes a fresh token (32 bytes of getrandom,
+ * hex), appends a copy to d->tokens and keeps it in d->local_token, and writes it to
+ * the file with mode 0600 atomically (a temporary file in the same folder, fsync,
+ * rename, fsync of the folder), so a reader never sees a partial token. No-op when
+ * the key is "". Returns 0 or -errno. Before the services start. */
+int eng_daemon_token_write(struct eng_daemon *d);
+
+/* Removes api.local_token_file if it still holds d->local_token (another daemon may
+ * have replaced it since), and frees d->local_token. At a stop; no-op without a
+ * token. */
+void eng_daemon_token_remove(struct eng_daemon *d);
 
 /* SIGHUP (daemon_reload.c): reopens the logs, checks file (NULL = the embedded
  * default) again, reloads the certificate and every trust store in place, and logs

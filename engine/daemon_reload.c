@@ -73,6 +73,8 @@ static void report_restart_needed(const struct eng_config *old, const struct eng
                     str_differs(old->listen.key_file, cur->listen.key_file),
             "listen.tls (file names)");
     CHANGED(str_differs(old->tls.ca_file, cur->tls.ca_file), "tls.ca_file (file name)");
+    CHANGED(str_differs(old->api.local_token_file, cur->api.local_token_file),
+            "api.local_token_file");
     CHANGED(str_differs(old->log.delivery, cur->log.delivery) ||
                     str_differs(old->log.engine, cur->log.engine),
             "log (paths)");

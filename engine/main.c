@@ -20,6 +20,9 @@ static void usage(FILE *f)
                "  run [--config FILE] [--log-level LEVEL]\n"
                "        run the engine: SMTP submission, the HTTP API and /metrics, delivery\n"
                "        (without --config: the embedded default; SIGTERM drains and exits 0)\n"
+               "  send --from ADDR --to ADDR [--to ADDR]... [FILE|-] [--server HOST:PORT]\n"
+               "        submit one message to the running daemon over SMTP, print its queue id\n"
+               "        (exit 0 accepted, 2 refused, 1 error)\n"
                "  check-config [--syntax-only] FILE\n"
                "        validate a configuration file; every error as FILE:LINE:COL: KEY\n"
                "        (exit 0 valid, 1 invalid)\n"
@@ -40,6 +43,8 @@ int main(int argc, char **argv)
         return eng_cmd_probe(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0)
         return eng_cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "send") == 0)
+        return eng_cmd_send(argc - 1, argv + 1);
     if (strcmp(cmd, "check-config") == 0)
         return eng_cmd_check_config(argc - 1, argv + 1);
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {

@@ -104,6 +104,8 @@ static void test_default(void **state)
     assert_string_equal(c->submission.relay_networks[1].text, "::1/128");
     assert_null(c->submission.credentials_file);
     assert_int_equal(c->api.ntokens, 0);
+    assert_null(c->api.tokens_file);
+    assert_string_equal(c->api.local_token_file, "./var/api.token");
     assert_string_equal(c->log.delivery, "./var/log/delivery.log");
     assert_string_equal(c->log.engine, "stderr");
     assert_int_equal(c->npolicy, 0);
@@ -381,6 +383,7 @@ static void test_lists_and_runtime(void **state)
                      "    - 192.0.2.0/24\n"
                      "api:\n"
                      "  tokens: [0123456789abcdef0123]\n"
+                     "  local_token_file: \"\"\n"
                      "policy:\n"
                      "  example.com: opportunistic\n");
     assert_int_equal(c->dns.nservers, 3);
@@ -389,6 +392,7 @@ static void test_lists_and_runtime(void **state)
     assert_null(c->listen.http);
     assert_int_equal(c->submission.nrelay_networks, 1);
     assert_int_equal(c->api.ntokens, 1);
+    assert_null(c->api.local_token_file); /* "" = none */
 
     struct sockaddr_in in = { .sin_family = AF_INET };
     inet_pton(AF_INET, "192.0.2.77", &in.sin_addr);
@@ -485,9 +489,10 @@ static void test_check_files(void **state)
              "listen:\n"                                      /* 4 */
              "  tls: {cert_file: %s, key_file: %s/notpem}\n"  /* 5 */
              "submission: {credentials_file: %s/users.bad}\n" /* 6 */
-             "api: {tokens_file: %s/tokens.bad}\n"            /* 7 */
-             "policy: {bank.example: \"ca=%s/notpem\"}\n",    /* 8 */
-             pki_dir, pki_dir, crt, pki_dir, pki_dir, pki_dir, pki_dir);
+             "api: {tokens_file: %s/tokens.bad,\n"            /* 7 */
+             "      local_token_file: %s/users/api.token}\n"  /* 8: a file in the way */
+             "policy: {bank.example: \"ca=%s/notpem\"}\n",    /* 9 */
+             pki_dir, pki_dir, crt, pki_dir, pki_dir, pki_dir, pki_dir, pki_dir);
     c = parse_ok(text);
     assert_int_equal(eng_config_check_files(c, &errs), -EINVAL);
     has_error(&errs, 1, 0, "spool.dir", "users/spool: Not a directory");
@@ -496,8 +501,9 @@ static void test_check_files(void **state)
     has_error(&errs, 5, 0, "listen.tls.cert_file", "cannot load");
     has_error(&errs, 6, 0, "submission.credentials_file", "users.bad:2");
     has_error(&errs, 7, 0, "api.tokens_file", "tokens.bad:1");
-    has_error(&errs, 8, 0, "policy.bank.example", "cannot load ca=");
-    assert_int_equal(errs.n, 7);
+    has_error(&errs, 8, 0, "api.local_token_file", "users is not a directory");
+    has_error(&errs, 9, 0, "policy.bank.example", "cannot load ca=");
+    assert_int_equal(errs.n, 8);
     /* Neither a password hash nor a token is echoed. */
     for (size_t i = 0; i < errs.n; i++)
         assert_null(strstr(errs.v[i].message, "plaintext"));

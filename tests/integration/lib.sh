@@ -16,7 +16,7 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null
     done
-    rm -rf "$WORK"
+    if [ -n "${FLOORMTA_KEEP_WORK:-}" ]; then echo "# kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -96,3 +96,99 @@ start_dnsmasq() {
     done
     echo "dnsmasq did not start:"; cat "$WORK/dnsmasq.err"; exit 1
 }
+
+# ---- the daemon on a private test network (test_daemon.sh, test_daemon_load.sh) --------
+
+# free_port: prints a TCP port nothing listens on.
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        ! ss -ltn "sport = :$p" | grep -q LISTEN && { echo "$p"; return; }
+    done
+}
+
+# write_test_zone: $WORK/zone.conf for start_dnsmasq: good.floormta.test has its MX on
+# 127.0.0.3, weak.floormta.test on 127.0.0.2 (the receivers of start_receivers).
+write_test_zone() {
+    cat >"$WORK/zone.conf" <<'ZONE'
+local-ttl=60
+mx-host=good.floormta.test,mx.floormta.test,10
+host-record=mx.floormta.test,127.0.0.3
+mx-host=weak.floormta.test,mx1.floormta.test,10
+host-record=mx1.floormta.test,127.0.0.2
+ZONE
+}
+
+# start_receivers: one floormta-sink with two listeners on one port (the engine's
+# delivery.port), each on its address: 127.0.0.2 offering only TLS 1.0 (below the
+# floor), 127.0.0.3 with a valid wildcard certificate. Sets SMTP_PORT. Needs make_pki.
+start_receivers() {
+    local attempt i pid
+    for attempt in $(seq 1 10); do
+        SMTP_PORT=$((20000 + RANDOM % 40000))
+        "$BIN/floormta-sink" --pki "$WORK/pki" --name mx.floormta.test \
+            --listen "127.0.0.2:$SMTP_PORT=tls1.0-only" --listen "127.0.0.3:$SMTP_PORT=wildcard" \
+            --ready-file "$WORK/sinks.ready" >"$WORK/sinks.out" 2>"$WORK/sinks.err" &
+        pid=$!
+        for i in $(seq 1 100); do
+            [ -s "$WORK/sinks.ready" ] && break
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.05
+        done
+        [ -s "$WORK/sinks.ready" ] && break
+        kill "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    [ -s "$WORK/sinks.ready" ] || { echo "the sinks did not start"; cat "$WORK/sinks.err"; exit 1; }
+    PIDS+=("$pid")
+}
+
+# start_daemon: `floormta run --config $WORK/floormta.yaml`, ready once /healthz answers
+# on $HTTP_PORT. Sets DAEMON_PID. Its engine log must be $WORK/log/engine.log.
+DAEMON_PID=
+start_daemon() {
+    "$BIN/floormta" run --config "$WORK/floormta.yaml" >"$WORK/run.out" 2>&1 &
+    DAEMON_PID=$!
+    PIDS+=("$DAEMON_PID")
+    local i
+    for i in $(seq 1 100); do
+        curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null 2>&1 && return 0
+        kill -0 "$DAEMON_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "the daemon did not start:"; cat "$WORK/run.out" "$WORK/log/engine.log" 2>/dev/null
+    exit 1
+}
+
+# stop_daemon: SIGTERM, then the exit status in STOP_RC (124 if it did not exit in 30 s).
+stop_daemon() {
+    kill -TERM "$DAEMON_PID"
+    local i hung=0
+    for i in $(seq 1 300); do
+        kill -0 "$DAEMON_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$DAEMON_PID" 2>/dev/null; then
+        hung=1
+        kill -KILL "$DAEMON_PID"
+    fi
+    wait "$DAEMON_PID"
+    STOP_RC=$?
+    [ "$hung" = 0 ] || STOP_RC=124
+}
+
+# wait_for DESCRIPTION SECONDS COMMAND...: until the command succeeds. It is re-run, so
+# it takes names, not values: a $(...) in the arguments would be expanded once.
+wait_for() {
+    local what=$1 secs=$2 i
+    shift 2
+    for i in $(seq 1 $((secs * 10))); do
+        "$@" && { ok "$what"; return 0; }
+        sleep 0.1
+    done
+    not_ok "$what"
+}
+
+# spool_messages: how many messages $WORK/spool holds (their state files, *.st, aside).
+spool_messages() { find "$WORK/spool/msg" -type f ! -name '*.st' 2>/dev/null | wc -l; }

@@ -20,41 +20,10 @@ done
 
 make_pki
 
-cat >"$WORK/zone.conf" <<'EOF'
-local-ttl=60
-mx-host=good.floormta.test,mx.floormta.test,10
-host-record=mx.floormta.test,127.0.0.3
-mx-host=weak.floormta.test,mx1.floormta.test,10
-host-record=mx1.floormta.test,127.0.0.2
-EOF
+write_test_zone
 start_dnsmasq
+start_receivers
 
-# The receivers: both on one port (the engine's delivery.port), each on its address.
-for attempt in $(seq 1 10); do
-    SMTP_PORT=$((20000 + RANDOM % 40000))
-    "$BIN/floormta-sink" --pki "$WORK/pki" --name mx.floormta.test \
-        --listen "127.0.0.2:$SMTP_PORT=tls1.0-only" --listen "127.0.0.3:$SMTP_PORT=wildcard" \
-        --ready-file "$WORK/sinks.ready" >"$WORK/sinks.out" 2>"$WORK/sinks.err" &
-    SINK_PID=$!
-    for i in $(seq 1 100); do
-        [ -s "$WORK/sinks.ready" ] && break
-        kill -0 "$SINK_PID" 2>/dev/null || break
-        sleep 0.05
-    done
-    [ -s "$WORK/sinks.ready" ] && break
-    kill "$SINK_PID" 2>/dev/null
-    wait "$SINK_PID" 2>/dev/null
-done
-[ -s "$WORK/sinks.ready" ] || { echo "the sinks did not start"; cat "$WORK/sinks.err"; exit 1; }
-PIDS+=("$SINK_PID")
-
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        ! ss -ltn "sport = :$p" | grep -q LISTEN && { echo "$p"; return; }
-    done
-}
 SUB_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 TOKEN=test-token-0123456789abcdef
@@ -84,6 +53,7 @@ listen:
     key_file: $WORK/pki/valid.key
 api:
   tokens: ["$TOKEN"]
+  local_token_file: $WORK/run/api.token
 log:
   delivery: $WORK/log/delivery.log
   engine: $WORK/log/engine.log
@@ -91,55 +61,9 @@ EOF
 check "check-config accepts the test configuration" \
     "$BIN/floormta" check-config "$WORK/floormta.yaml"
 
-DAEMON_PID=
-start_daemon() {
-    "$BIN/floormta" run --config "$WORK/floormta.yaml" >"$WORK/run.out" 2>&1 &
-    DAEMON_PID=$!
-    PIDS+=("$DAEMON_PID")
-    local i
-    for i in $(seq 1 100); do
-        curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null 2>&1 && return 0
-        kill -0 "$DAEMON_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "the daemon did not start:"; cat "$WORK/run.out" "$WORK/log/engine.log" 2>/dev/null
-    exit 1
-}
-
-# stop_daemon: SIGTERM, then the exit status in STOP_RC (124 if it did not exit in 30 s).
-stop_daemon() {
-    kill -TERM "$DAEMON_PID"
-    local i hung=0
-    for i in $(seq 1 300); do
-        kill -0 "$DAEMON_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$DAEMON_PID" 2>/dev/null; then
-        hung=1
-        kill -KILL "$DAEMON_PID"
-    fi
-    wait "$DAEMON_PID"
-    STOP_RC=$?
-    [ "$hung" = 0 ] || STOP_RC=124
-}
-
-# wait_for DESCRIPTION SECONDS COMMAND...: until the command succeeds.
-wait_for() {
-    local what=$1 secs=$2 i
-    shift 2
-    for i in $(seq 1 $((secs * 10))); do
-        "$@" && { ok "$what"; return 0; }
-        sleep 0.1
-    done
-    not_ok "$what"
-}
-
 lines_for() { jq -c --arg d "$1" 'select(.domain == $d)' "$WORK/log/delivery.log" 2>/dev/null; }
 count_results() { lines_for "$1" | jq -r .result | grep -c "^$2\$"; }
-spool_messages() { find "$WORK/spool/msg" -type f ! -name '*.st' 2>/dev/null | wc -l; }
 metric() { curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | awk -v k="$1" '$1 == k { print $2 }'; }
-# The checks below are re-run by wait_for, so they take names, not values: a $(...) in
-# wait_for's arguments would be expanded once, before the first try.
 metric_is() { [ "$(metric "$1")" = "$2" ]; }
 results_at_least() { [ "$(count_results "$1" "$2")" -ge "$3" ]; }
 
@@ -174,6 +98,11 @@ code=$(curl -s -o "$WORK/api2.out" -w '%{http_code}' -X POST -H "Authorization: 
 check "API with the token: 202 and a queue id" \
     bash -c "[ '$code' = 202 ] && jq -e '.ids | length == 1' '$WORK/api2.out' >/dev/null"
 wait_for "the API's message delivered" 30 results_at_least good.floormta.test delivered 2
+check "the local token file: mode 0600, 64 hex digits" \
+    bash -c "[ \"\$(stat -c %a '$WORK/run/api.token')\" = 600 ] && grep -Eqx '[0-9a-f]{64}' '$WORK/run/api.token'"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(cat "$WORK/run/api.token")" \
+    "http://127.0.0.1:$HTTP_PORT/api/v1/queue")
+check "the local token is accepted (not 401)" [ "$code" != 401 ]
 
 # ---- metrics ----------------------------------------------------------------------------------
 curl -s "http://127.0.0.1:$HTTP_PORT/metrics" >"$WORK/metrics.txt"
@@ -203,6 +132,7 @@ stop_daemon
 check "SIGTERM: exit 0" [ "$STOP_RC" = 0 ]
 check "SIGTERM: the refused message is still queued" [ "$(spool_messages)" = 1 ]
 check "SIGTERM: drained and stopped" grep -q 'run: stopped' "$WORK/log/engine.log"
+check "SIGTERM: the local token file is removed" [ ! -e "$WORK/run/api.token" ]
 start_daemon
 wait_for "restart: the message recovered" 10 grep -q 'recovered messages=1' "$WORK/log/engine.log"
 stop_daemon
