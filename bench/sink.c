@@ -22,7 +22,8 @@
  * --stats-file FILE: the counters, rewritten (atomically) every 200 ms, on SIGUSR1 and
  * at exit, as "key value" lines: "floormta-sink-stats 1", time_ns (CLOCK_REALTIME of
  * the write), messages, bytes, connections, tls_handshakes, tls_resumed,
- * load_messages, load_bad_ts, then "latency_us BUCKET COUNT" for each non-empty bucket
+ * load_messages, load_bad_ts, load_last_ns (CLOCK_REALTIME of the last one's arrival, 0
+ * before the first), then "latency_us BUCKET COUNT" for each non-empty bucket
  * of bench/lat_hist.h. load_messages counts the messages that carried floormta-load's
  * "X-Floormta-Load-Ts: <unix ns>" header; the histogram holds their arrival - ts.
  * floormta-load reads it before and after a run and reports the difference.
@@ -304,12 +305,12 @@ static void stats_write(struct sink_statsfile *sf)
             text, sizeof(text),
             "floormta-sink-stats 1\ntime_ns %llu\nmessages %llu\nbytes %llu\nconnections "
             "%llu\ntls_handshakes %llu\ntls_resumed %llu\nload_messages %llu\nload_bad_ts "
-            "%llu\n",
+            "%llu\nload_last_ns %llu\n",
             (unsigned long long)now.tv_sec * 1000000000ull + (unsigned long long)now.tv_nsec,
             (unsigned long long)st->messages, (unsigned long long)st->bytes,
             (unsigned long long)st->connections, (unsigned long long)st->tls_handshakes,
             (unsigned long long)st->tls_resumed, (unsigned long long)st->load_messages,
-            (unsigned long long)st->load_bad_ts);
+            (unsigned long long)st->load_bad_ts, (unsigned long long)st->load_last_ns);
     for (unsigned b = 0; b < BENCH_LAT_BUCKETS; b++)
         if (st->latency[b] != 0)
             n += (size_t)snprintf(text + n, sizeof(text) - n, "latency_us %u %llu\n", b,

@@ -105,6 +105,7 @@ struct sink_stats {
     uint64_t load_messages;  /* accepted messages carrying SINK_LOAD_TS_HEADER */
     uint64_t load_bad_ts;    /* ... of which the value was unusable (not a number, or
                               * in the future): not in the histogram */
+    uint64_t load_last_ns;   /* CLOCK_REALTIME at the last load message's arrival */
     uint64_t latency[BENCH_LAT_BUCKETS]; /* arrival - ts of load messages, microseconds */
 };
 

@@ -366,6 +366,7 @@ static void load_latency(struct sink_session *s)
             clock_gettime(CLOCK_REALTIME, &now);
             uint64_t now_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
             s->srv->stats.load_messages++;
+            s->srv->stats.load_last_ns = now_ns;
             if (d == v || ts > now_ns) {
                 s->srv->stats.load_bad_ts++;
                 return;
