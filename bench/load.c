@@ -512,6 +512,33 @@ static int build_body(struct load_run *run)
     return 0;
 }
 
+/* The end scrape. A worker publishes its metrics every 250 ms, but an idle worker's
+ * loop wakes only once a second (engine/group_worker.c), so the last deliveries can
+ * take ~1.25 s to show. Scrapes until the daemon counts at least as many successful
+ * deliveries as the sinks received, or LOAD_METRICS_SETTLE_MS; without sinks, waits that long once.
+ */
+static void settle_metrics(const struct load_config *cfg, struct load_report_in *rep,
+                           uint64_t delivered)
+{
+    /* Counted by the workers, published with the TLS figures (recipients_delivered
+     * comes from the queue and is ahead of them). */
+    static const char key[] = "floormta_deliveries_total{result=\"ok\"}";
+    struct timespec step = { .tv_nsec = 250 * 1000000L };
+    for (unsigned waited = 0;; waited += 250) {
+        bool last = waited >= LOAD_METRICS_SETTLE_MS;
+        if (cfg->nstats == 0 && !last) {
+            nanosleep(&step, NULL);
+            continue;
+        }
+        if (load_metrics_scrape(cfg->metrics_url, &rep->m1) != 0 && last)
+            return;
+        double d = load_metrics_get(&rep->m1, key) - load_metrics_get(&rep->m0, key);
+        if (last || (rep->m1.ok && cfg->nstats > 0 && d >= (double)delivered))
+            return;
+        nanosleep(&step, NULL);
+    }
+}
+
 static int open_signals(struct load_ticker *t)
 {
     sigset_t set;
@@ -612,7 +639,7 @@ int main(int argc, char **argv)
     if (cfg.nstats > 0)
         load_sink_read(&cfg, &rep.sink1);
     if (cfg.metrics_url != NULL)
-        load_metrics_scrape(cfg.metrics_url, &rep.m1);
+        settle_metrics(&cfg, &rep, t.delivered);
     if (cfg.pid != 0)
         load_proc_read(cfg.pid, &rep.p1);
     rep.c = &run.c;

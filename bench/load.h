@@ -27,17 +27,18 @@
 #include "bench/lat_hist.h"
 #include "engine/loop.h"
 
-#define LOAD_STATS_MAX   16   /* --stats-file arguments */
-#define LOAD_CONNS_MAX   4096 /* --conns */
-#define LOAD_RBUF_CAP    4096 /* replies; an EHLO reply is the largest */
-#define LOAD_OUT_CAP     2048 /* commands and one message header */
-#define LOAD_REASONS_MAX 32   /* distinct refusal reasons kept; past that: "other" */
-#define LOAD_REASON_LEN  40   /* "rcpt 554 5.7.1" */
-#define LOAD_METRICS_MAX 128  /* samples kept from one /metrics scrape */
-#define LOAD_RETRY_MS    100u /* a lost connection is made again after this */
-#define LOAD_HDR_ROOM    512u /* the header's share of --size */
-#define LOAD_TS_HEADER   "X-Floormta-Load-Ts" /* read by floormta-sink (sink.h) */
-#define LOAD_SEQ_HEADER  "X-Floormta-Load-Seq"
+#define LOAD_STATS_MAX         16    /* --stats-file arguments */
+#define LOAD_CONNS_MAX         4096  /* --conns */
+#define LOAD_RBUF_CAP          4096  /* replies; an EHLO reply is the largest */
+#define LOAD_OUT_CAP           2048  /* commands and one message header */
+#define LOAD_REASONS_MAX       32    /* distinct refusal reasons kept; past that: "other" */
+#define LOAD_REASON_LEN        40    /* "rcpt 554 5.7.1" */
+#define LOAD_METRICS_MAX       128   /* samples kept from one /metrics scrape */
+#define LOAD_RETRY_MS          100u  /* a lost connection is made again after this */
+#define LOAD_METRICS_SETTLE_MS 2000u /* the longest wait for /metrics to catch up */
+#define LOAD_HDR_ROOM          512u  /* the header's share of --size */
+#define LOAD_TS_HEADER         "X-Floormta-Load-Ts" /* read by floormta-sink (sink.h) */
+#define LOAD_SEQ_HEADER        "X-Floormta-Load-Seq"
 
 /* ---- configuration (load.c parses it) ------------------------------------------------- */
 
