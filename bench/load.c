@@ -22,8 +22,8 @@
  * deliveries and reports); twice, it closes everything and reports at once.
  *
  * Exit status: 0 when everything injected was delivered (or no sink was given to
- * count), 2 when deliveries are missing at the end of the wait, 1 for bad arguments or
- * a failure to start.
+ * count), 2 when deliveries are missing at the end of the wait, 1 for bad arguments, a
+ * failure to start, or 5 x C connection errors in a row (the run gives up).
  */
 #include "bench/load.h"
 
@@ -212,6 +212,12 @@ static void tick(struct load_ticker *t)
     if (t->phase == LOAD_PHASE_INJECT) {
         if (cfg->duration_s > 0 && (double)(now - run->start_ms) >= cfg->duration_s * 1000.0)
             run->no_more = true;
+        if (!run->gave_up && run->errors_in_row >= LOAD_GIVE_UP * cfg->conns) {
+            /* Retrying forever would hide a daemon that is down or refusing us. */
+            run->gave_up = run->no_more = true;
+            fprintf(stderr, "floormta-load: %u connection errors in a row: giving up\n",
+                    run->errors_in_row);
+        }
         refill(run, now);
         if (run->no_more)
             drain_waiters(run);
@@ -651,7 +657,7 @@ int main(int argc, char **argv)
     if (rep.sink1.load_last_ns > run.run_id && t.delivered > 0)
         rep.deliver_s = (double)(rep.sink1.load_last_ns - run.run_id) / 1e9;
     rep.delivered_all = t.delivered_all;
-    if (load_report(&rep) != 0)
+    if (load_report(&rep) != 0 || run.gave_up)
         rc = 1;
     else if (cfg.nstats > 0 && !t.delivered_all)
         rc = 2;

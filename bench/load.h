@@ -27,16 +27,17 @@
 #include "bench/lat_hist.h"
 #include "engine/loop.h"
 
-#define LOAD_STATS_MAX         16    /* --stats-file arguments */
-#define LOAD_CONNS_MAX         4096  /* --conns */
-#define LOAD_RBUF_CAP          4096  /* replies; an EHLO reply is the largest */
-#define LOAD_OUT_CAP           2048  /* commands and one message header */
-#define LOAD_REASONS_MAX       32    /* distinct refusal reasons kept; past that: "other" */
-#define LOAD_REASON_LEN        40    /* "rcpt 554 5.7.1" */
-#define LOAD_METRICS_MAX       128   /* samples kept from one /metrics scrape */
-#define LOAD_RETRY_MS          100u  /* a lost connection is made again after this */
-#define LOAD_METRICS_SETTLE_MS 2000u /* the longest wait for /metrics to catch up */
-#define LOAD_HDR_ROOM          512u  /* the header's share of --size */
+#define LOAD_STATS_MAX         16   /* --stats-file arguments */
+#define LOAD_CONNS_MAX         4096 /* --conns */
+#define LOAD_RBUF_CAP          4096 /* replies; an EHLO reply is the largest */
+#define LOAD_OUT_CAP           2048 /* commands and one message header */
+#define LOAD_REASONS_MAX       32   /* distinct refusal reasons kept; past that: "other" */
+#define LOAD_REASON_LEN        40   /* "rcpt 554 5.7.1" */
+#define LOAD_METRICS_MAX       128  /* samples kept from one /metrics scrape */
+#define LOAD_RETRY_MS          100u /* a lost connection is made again after this */
+#define LOAD_GIVE_UP           5u /* connection errors in a row, per connection, that end the run */
+#define LOAD_METRICS_SETTLE_MS 2000u                /* the longest wait for /metrics to catch up */
+#define LOAD_HDR_ROOM          512u                 /* the header's share of --size */
 #define LOAD_TS_HEADER         "X-Floormta-Load-Ts" /* read by floormta-sink (sink.h) */
 #define LOAD_SEQ_HEADER        "X-Floormta-Load-Seq"
 
@@ -153,7 +154,9 @@ struct load_run {
     uint64_t start_ms;      /* loop clock at the first connect */
     uint64_t inject_end_ms; /* when the last session finished */
     uint64_t next_seq;
-    bool no_more; /* count or duration reached, or SIGINT: no new transaction */
+    bool no_more;           /* count or duration reached, or SIGINT: no new transaction */
+    unsigned errors_in_row; /* connection errors since a greeting last came */
+    bool gave_up;           /* too many of them: the daemon is not there */
 
     /* --rate: a token bucket refilled by the ticker */
     double tokens;

@@ -124,6 +124,7 @@ static void conn_close(struct load_session *s, const char *why, bool error)
     s->closing = true;
     if (error) {
         s->run->c.conn_errors++;
+        s->run->errors_in_row++;
         /* A transaction in flight is lost: counted, never retried (the daemon may have
          * queued it after all, so a retry could deliver it twice). */
         if (s->state >= LOAD_S_MAIL && s->state <= LOAD_S_BODY && !s->failed)
@@ -248,6 +249,7 @@ static void on_greeting(struct load_session *s)
         return;
     }
     s->run->c.connections++;
+    s->run->errors_in_row = 0;
     put(s, "EHLO %s\r\n", s->run->cfg->helo);
     set_state(s, LOAD_S_EHLO);
     flush(s);

@@ -147,4 +147,9 @@ check "no --smtp: exit 1" [ $? = 1 ]
 "$BIN/floormta-load" --smtp 127.0.0.1:1 >/dev/null 2>&1
 check "neither --count nor --duration: exit 1" [ $? = 1 ]
 
+"$BIN/floormta-load" --smtp 127.0.0.1:1 --count 5 --conns 2 --quiet --log-level error \
+    >"$WORK/down.out" 2>&1
+check "nobody listening: gives up with exit 1" \
+    bash -c "[ $? = 1 ] && grep -q 'giving up' '$WORK/down.out'"
+
 finish
