@@ -5,7 +5,7 @@
  *
  *   floormta-sink --pki DIR [--name MXNAME] --listen ADDR:PORT=PROFILE[@PKIDIR]
  *                 [--listen ...] [--log-level error|warn|info|debug] [--pidfile FILE]
- *                 [--ready-file FILE]
+ *                 [--ready-file FILE] [--stats-file FILE]
  *
  * A listener takes its certificate from --pki, or from its own PKIDIR (a test PKI made
  * for another MX name), so one sink can play receivers with different host names.
@@ -18,6 +18,15 @@
  * rcpts_refused=F rcpts_accepted=A greylisted=G tls_resumed=T" (T: handshakes that
  * resumed a session; new fields are only ever appended)
  * and exits 0.
+ *
+ * --stats-file FILE: the counters, rewritten (atomically) every 200 ms, on SIGUSR1 and
+ * at exit, as "key value" lines: "floormta-sink-stats 1", time_ns (CLOCK_REALTIME of
+ * the write), messages, bytes, connections, tls_handshakes, tls_resumed,
+ * load_messages, load_bad_ts, load_last_ns (CLOCK_REALTIME of the last one's arrival, 0
+ * before the first), then "latency_us BUCKET COUNT" for each non-empty bucket
+ * of bench/lat_hist.h. load_messages counts the messages that carried floormta-load's
+ * "X-Floormta-Load-Ts: <unix ns>" header; the histogram holds their arrival - ts.
+ * floormta-load reads it before and after a run and reports the difference.
  *
  * Recipient conventions, by local part (details in sink.h):
  *   tempfail-once-*  451 4.7.1 the first time the sink sees the address, then 250
@@ -39,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/log.h"
@@ -254,10 +264,82 @@ static const struct eng_handle_ops listener_ops = {
 
 /* ---- signals ---------------------------------------------------------------------------- */
 
+/* Writes text to path through path.tmp + rename, so a reader never sees half of it. */
+static int write_atomic(const char *path, const char *text)
+{
+    char tmp[PATH_MAX];
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= sizeof(tmp))
+        return -ENAMETOOLONG;
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL)
+        return -errno;
+    bool ok = fputs(text, f) >= 0;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        int err = -errno;
+        unlink(tmp);
+        return err ? err : -EIO;
+    }
+    return 0;
+}
+
+/* ---- the stats file ---------------------------------------------------------------------- */
+
+struct sink_statsfile {
+    struct sink_server *srv;
+    const char *path; /* borrowed from argv; NULL = no stats file */
+    eng_handle_t h;   /* a timer-only handle */
+    bool warned;
+};
+
+/* Writes the counters to the stats file (format at the top of this file). A failure
+ * is logged once and otherwise ignored: the sink's job is to receive. */
+static void stats_write(struct sink_statsfile *sf)
+{
+    /* The header lines plus at most one line per bucket. */
+    static char text[512 + BENCH_LAT_BUCKETS * 48];
+    const struct sink_stats *st = &sf->srv->stats;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    size_t n = (size_t)snprintf(
+            text, sizeof(text),
+            "floormta-sink-stats 1\ntime_ns %llu\nmessages %llu\nbytes %llu\nconnections "
+            "%llu\ntls_handshakes %llu\ntls_resumed %llu\nload_messages %llu\nload_bad_ts "
+            "%llu\nload_last_ns %llu\n",
+            (unsigned long long)now.tv_sec * 1000000000ull + (unsigned long long)now.tv_nsec,
+            (unsigned long long)st->messages, (unsigned long long)st->bytes,
+            (unsigned long long)st->connections, (unsigned long long)st->tls_handshakes,
+            (unsigned long long)st->tls_resumed, (unsigned long long)st->load_messages,
+            (unsigned long long)st->load_bad_ts, (unsigned long long)st->load_last_ns);
+    for (unsigned b = 0; b < BENCH_LAT_BUCKETS; b++)
+        if (st->latency[b] != 0)
+            n += (size_t)snprintf(text + n, sizeof(text) - n, "latency_us %u %llu\n", b,
+                                  (unsigned long long)st->latency[b]);
+    int err = write_atomic(sf->path, text);
+    if (err != 0 && !sf->warned) {
+        sf->warned = true;
+        eng_log(ENG_LOG_WARN, "sink: --stats-file %s: %s", sf->path, strerror(-err));
+    }
+}
+
+static void stats_complete(void *ctx, const struct eng_completion *comp)
+{
+    struct sink_statsfile *sf = ctx;
+    if (comp->res == -ECANCELED || sf->srv->stopping)
+        return;
+    stats_write(sf);
+    eng_op_timer(sf->srv->loop, sf->h, SINK_STATS_MS);
+}
+
+static const struct eng_handle_ops stats_ops = {
+    .on_complete = stats_complete,
+};
+
 struct sink_signals {
     struct sink_server *srv;
     struct sink_listener *lst;
     size_t nlst;
+    struct sink_statsfile *sf;
     int fd;
     eng_handle_t h;
 };
@@ -270,6 +352,8 @@ static void shutdown_all(struct sink_signals *sig)
     srv->stopping = true;
     for (size_t i = 0; i < sig->nlst; i++)
         eng_handle_close(srv->loop, sig->lst[i].h);
+    if (sig->sf->path != NULL)
+        eng_handle_close(srv->loop, sig->sf->h);
     sink_conn_close_all(srv);
     eng_handle_close(srv->loop, sig->h);
     /* eng_loop_run returns once every handle has been released. */
@@ -282,9 +366,14 @@ static void signal_complete(void *ctx, const struct eng_completion *comp)
         return;
     struct signalfd_siginfo si;
     if (comp->res > 0 && read(sig->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-        eng_log(ENG_LOG_INFO, "sink: signal %u, stopping", si.ssi_signo);
-        shutdown_all(sig);
-        return;
+        if (si.ssi_signo != SIGUSR1) {
+            eng_log(ENG_LOG_INFO, "sink: signal %u, stopping", si.ssi_signo);
+            shutdown_all(sig);
+            return;
+        }
+        /* A reader wants the counters now, not in up to 200 ms. */
+        if (sig->sf->path != NULL)
+            stats_write(sig->sf);
     }
     int err = eng_op_poll(sig->srv->loop, sig->h, POLLIN, 0);
     if (err != 0)
@@ -312,6 +401,7 @@ static void usage(void)
             "ADDR:PORT=PROFILE[@PKIDIR] [--listen ...]\n"
             "                     [--log-level error|warn|info|debug] [--pidfile FILE] "
             "[--ready-file FILE]\n"
+            "                     [--stats-file FILE]\n"
             "profiles: %s\n"
             "recipients (by local part): tempfail-once-* 451 the first time the address is\n"
             "  seen, then 250 (at most %u addresses remembered; past that 451 every time);\n"
@@ -319,30 +409,12 @@ static void usage(void)
             sink_profile_names(), SINK_GREY_MAX);
 }
 
-/* Writes text to path through path.tmp + rename, so a reader never sees half of it. */
-static int write_atomic(const char *path, const char *text)
-{
-    char tmp[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= sizeof(tmp))
-        return -ENAMETOOLONG;
-    FILE *f = fopen(tmp, "w");
-    if (f == NULL)
-        return -errno;
-    bool ok = fputs(text, f) >= 0;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int err = -errno;
-        unlink(tmp);
-        return err ? err : -EIO;
-    }
-    return 0;
-}
-
 struct sink_args {
     const char *pki;
     const char *name;
     const char *pidfile;
     const char *ready_file;
+    const char *stats_file;
     const char *listen[SINK_LISTEN_MAX];
     size_t nlisten;
 };
@@ -357,7 +429,8 @@ static int parse_args(int argc, char **argv, struct sink_args *a)
             exit(0);
         }
         static const char *const known[] = { "--pki",        "--name",      "--pidfile",
-                                             "--ready-file", "--log-level", "--listen" };
+                                             "--ready-file", "--log-level", "--listen",
+                                             "--stats-file" };
         bool ok = false;
         for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
             ok = ok || strcmp(opt, known[k]) == 0;
@@ -380,6 +453,8 @@ static int parse_args(int argc, char **argv, struct sink_args *a)
             a->pidfile = val;
         } else if (strcmp(opt, "--ready-file") == 0) {
             a->ready_file = val;
+        } else if (strcmp(opt, "--stats-file") == 0) {
+            a->stats_file = val;
         } else if (strcmp(opt, "--log-level") == 0) {
             enum eng_log_level level;
             if (eng_log_level_parse(val, &level) != 0) {
@@ -413,7 +488,7 @@ static int parse_args(int argc, char **argv, struct sink_args *a)
 
 /* Sets up everything before the loop runs. Returns 0 or 1 (exit status, printed). */
 static int start(const struct sink_args *a, struct sink_server *srv, struct sink_listener *lst,
-                 struct sink_signals *sig)
+                 struct sink_signals *sig, struct sink_statsfile *sf)
 {
     for (size_t i = 0; i < a->nlisten; i++) {
         lst[i].srv = srv;
@@ -427,6 +502,7 @@ static int start(const struct sink_args *a, struct sink_server *srv, struct sink
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);
     sigprocmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -439,6 +515,7 @@ static int start(const struct sink_args *a, struct sink_server *srv, struct sink
     sig->srv = srv;
     sig->lst = lst;
     sig->nlst = a->nlisten;
+    sig->sf = sf;
     sig->fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (sig->fd < 0 || eng_handle_open(srv->loop, sig->fd, &signal_ops, sig, &sig->h) != 0 ||
         eng_op_poll(srv->loop, sig->h, POLLIN, 0) != 0) {
@@ -462,6 +539,17 @@ static int start(const struct sink_args *a, struct sink_server *srv, struct sink
         }
         lst[i].open = true;
         listener_arm(&lst[i]);
+    }
+
+    sf->srv = srv;
+    sf->path = a->stats_file;
+    if (sf->path != NULL) {
+        stats_write(sf); /* zeros at once: a reader never waits for the first file */
+        if (eng_handle_open(srv->loop, -1, &stats_ops, sf, &sf->h) != 0 ||
+            eng_op_timer(srv->loop, sf->h, SINK_STATS_MS) != 0) {
+            fprintf(stderr, "floormta-sink: --stats-file timer: cannot start\n");
+            return 1;
+        }
     }
     return 0;
 }
@@ -518,6 +606,7 @@ int main(int argc, char **argv)
     static struct sink_server srv;
     static struct sink_listener lst[SINK_LISTEN_MAX];
     static struct sink_signals sig = { .fd = -1 };
+    static struct sink_statsfile sf;
     srv.mxname = args.name;
     sink_server_replies(&srv);
     if (sink_greylist_init(&srv.grey) != 0) {
@@ -525,7 +614,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    rc = start(&args, &srv, lst, &sig);
+    rc = start(&args, &srv, lst, &sig, &sf);
     if (rc == 0)
         rc = announce(&args, lst);
     if (rc == 0) {
@@ -551,6 +640,8 @@ int main(int argc, char **argv)
                (unsigned long long)srv.stats.greylisted, (unsigned long long)srv.stats.tls_resumed);
         fflush(stdout);
     }
+    if (sf.path != NULL)
+        stats_write(&sf); /* the final counters, for a reader that comes after the exit */
     teardown(&srv, lst, args.nlisten);
     sink_greylist_free(&srv.grey);
     if (args.pidfile && rc == 0)

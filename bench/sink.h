@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "bench/lat_hist.h"
 #include "engine/loop.h"
 
 struct tls_ctx;
@@ -42,6 +43,12 @@ struct tls_conn;
 #define SINK_OUT_CAP     8192        /* bytes on the wire: replies or TLS records */
 #define SINK_PT_CAP      2048        /* plaintext replies waiting to be encrypted */
 #define SINK_REPLY_MAX   512         /* room kept free before a command is taken */
+#define SINK_HDR_CAP     4096        /* body bytes kept to find the load timestamp in */
+#define SINK_STATS_MS    200u        /* --stats-file rewritten this often */
+
+/* floormta-load's timestamp header: "X-Floormta-Load-Ts: <unix time in ns>". The sink
+ * records arrival - ts (end of data, CLOCK_REALTIME) in its latency histogram. */
+#define SINK_LOAD_TS_HEADER "X-Floormta-Load-Ts:"
 
 /* Overridable at build time (-DSINK_IDLE_MS=2000u) to exercise the timeout paths. */
 #ifndef SINK_IDLE_MS
@@ -95,6 +102,11 @@ struct sink_stats {
     uint64_t rcpts_refused;  /* RCPTs refused by the local-part conventions below */
     uint64_t rcpts_accepted; /* RCPTs answered 250 */
     uint64_t greylisted;     /* RCPTs refused by tempfail-once-* (also in rcpts_refused) */
+    uint64_t load_messages;  /* accepted messages carrying SINK_LOAD_TS_HEADER */
+    uint64_t load_bad_ts;    /* ... of which the value was unusable (not a number, or
+                              * in the future): not in the histogram */
+    uint64_t load_last_ns;   /* CLOCK_REALTIME at the last load message's arrival */
+    uint64_t latency[BENCH_LAT_BUCKETS]; /* arrival - ts of load messages, microseconds */
 };
 
 /* Recipient conventions (every profile with the normal dialogue), by local part, in
@@ -245,6 +257,7 @@ struct sink_session {
     uint64_t body_bytes;
     uint8_t body_match; /* chars of "\r\n.\r\n" matched */
     bool body_too_big;
+    size_t hdr_len; /* hdr[0, hdr_len): the first body bytes of the current message */
 
     uint64_t flood_sent;
 
@@ -257,6 +270,7 @@ struct sink_session {
     char pt[SINK_PT_CAP];
     char out[SINK_OUT_CAP];
     char rbuf[SINK_RBUF_CAP];
+    char hdr[SINK_HDR_CAP];
 };
 
 /* sink_session.c: the SMTP dialogue. */

@@ -10,10 +10,12 @@
  *
  * Only set_state() writes s->state, and it logs every transition at debug level.
  */
+#define _GNU_SOURCE /* memmem */
 #include "bench/sink.h"
 
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "engine/log.h"
 
@@ -245,6 +247,7 @@ static enum sink_action cmd_data(struct sink_session *s, const char *arg)
     s->body_bytes = 0;
     s->body_too_big = false;
     s->body_match = 2; /* the DATA line's CRLF counts: ".\r\n" at once is an empty body */
+    s->hdr_len = 0;
     set_state(s, SINK_S_DATA);
     return SINK_ACT_MORE;
 }
@@ -338,6 +341,45 @@ static enum sink_action take_line(struct sink_session *s, const char *data, size
     return line_done(s, s->line, n);
 }
 
+/* Records the latency of a message carrying floormta-load's timestamp header, looked
+ * for in the header section of its first SINK_HDR_CAP bytes (the engine puts its
+ * Received header above it, so a few lines precede it). */
+static void load_latency(struct sink_session *s)
+{
+    const char *p = s->hdr, *end = s->hdr + s->hdr_len;
+    const char *hend = memmem(p, s->hdr_len, "\r\n\r\n", 4);
+    if (hend != NULL)
+        end = hend + 2;
+    static const size_t n = sizeof(SINK_LOAD_TS_HEADER) - 1;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *eol = nl ? nl : end;
+        if ((size_t)(eol - p) > n && strncasecmp(p, SINK_LOAD_TS_HEADER, n) == 0) {
+            const char *v = p + n;
+            while (v < eol && (*v == ' ' || *v == '\t'))
+                v++;
+            uint64_t ts = 0;
+            const char *d = v;
+            while (d < eol && *d >= '0' && *d <= '9' && ts < UINT64_MAX / 10)
+                ts = ts * 10 + (uint64_t)(*d++ - '0');
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            uint64_t now_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+            s->srv->stats.load_messages++;
+            s->srv->stats.load_last_ns = now_ns;
+            if (d == v || ts > now_ns) {
+                s->srv->stats.load_bad_ts++;
+                return;
+            }
+            s->srv->stats.latency[bench_lat_bucket((now_ns - ts) / 1000)]++;
+            return;
+        }
+        if (nl == NULL)
+            break;
+        p = nl + 1;
+    }
+}
+
 /* Body bytes from data[0, len), up to and including the end-of-data marker. */
 static enum sink_action take_body(struct sink_session *s, const char *data, size_t len,
                                   size_t *used)
@@ -369,6 +411,12 @@ static enum sink_action take_body(struct sink_session *s, const char *data, size
     }
     s->body_match = m;
     *used = i;
+    if (s->hdr_len < SINK_HDR_CAP) {
+        /* Kept for load_latency(): a copy of at most 4 KB per message. */
+        size_t take = i < SINK_HDR_CAP - s->hdr_len ? i : SINK_HDR_CAP - s->hdr_len;
+        memcpy(s->hdr + s->hdr_len, data, take);
+        s->hdr_len += take;
+    }
     if (i > 0 && s->lst->profile->mode == SINK_MODE_DROP_DATA)
         return SINK_ACT_CLOSE; /* no reply: the client must not count it delivered */
 
@@ -388,6 +436,7 @@ static enum sink_action take_body(struct sink_session *s, const char *data, size
         s->srv->stats.messages++;
         s->srv->stats.bytes += bytes;
         s->lst->messages++;
+        load_latency(s);
         char reply[64] = "250 2.0.0 Ok: queued as ";
         size_t n = sizeof("250 2.0.0 Ok: queued as ") - 1;
         uint64_t id = s->srv->stats.messages;

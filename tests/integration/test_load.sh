@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# tests/integration/test_load.sh — floormta-load against a real `floormta run`: dnsmasq
+# on 127.0.0.1 answering MX for d0000..d0019.load.floormta.test, one floormta-sink
+# (valid TLS, --stats-file) on 127.0.0.3, the daemon submitting over SMTP on
+# 127.0.0.1. Checks the JSON report of
+#   - a counted run (500 messages, 8 connections, 20 domains, 10 KB): everything
+#     injected is delivered, latency quantiles are present and ordered, the daemon's
+#     TLS handshakes, CPU and peak RSS are reported;
+#   - a rate-limited run (200/s for 2 s): about 400 injected (within 20%);
+#   - the sink's stats file format that floormta-load reads.
+# The setup follows test_daemon.sh.
+. "$(dirname "$0")/lib.sh"
+
+for tool in jq curl; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing (scripts/deps.sh installs it)"; exit 1; }
+done
+
+make_pki
+
+DOMAINS=20
+{
+    echo "local-ttl=60"
+    for i in $(seq 0 $((DOMAINS - 1))); do
+        printf 'mx-host=d%04d.load.floormta.test,mx.floormta.test,10\n' "$i"
+    done
+    echo "host-record=mx.floormta.test,127.0.0.3"
+} >"$WORK/zone.conf"
+start_dnsmasq
+
+# The receiver, on the engine's delivery port (another one if taken).
+STATS="$WORK/sink.stats"
+for attempt in $(seq 1 10); do
+    SMTP_PORT=$((20000 + RANDOM % 40000))
+    "$BIN/floormta-sink" --pki "$WORK/pki" --name mx.floormta.test \
+        --listen "127.0.0.3:$SMTP_PORT=wildcard" --stats-file "$STATS" \
+        --ready-file "$WORK/sink.ready" >"$WORK/sink.out" 2>"$WORK/sink.err" &
+    SINK_PID=$!
+    for i in $(seq 1 100); do
+        [ -s "$WORK/sink.ready" ] && break
+        kill -0 "$SINK_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    [ -s "$WORK/sink.ready" ] && break
+    kill "$SINK_PID" 2>/dev/null
+    wait "$SINK_PID" 2>/dev/null
+done
+[ -s "$WORK/sink.ready" ] || { echo "the sink did not start"; cat "$WORK/sink.err"; exit 1; }
+PIDS+=("$SINK_PID")
+
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        ! ss -ltn "sport = :$p" | grep -q LISTEN && { echo "$p"; return; }
+    done
+}
+SUB_PORT=$(free_port)
+HTTP_PORT=$(free_port)
+
+cat >"$WORK/floormta.yaml" <<EOF
+workers: 2
+spool:
+  dir: $WORK/spool
+dns:
+  servers: ["127.0.0.1:$DNS_PORT"]
+tls:
+  ca_file: $WORK/pki/ca.crt
+delivery:
+  helo_name: client.floormta.test
+  port: $SMTP_PORT
+  connect_timeout: 5s
+  reply_timeout: 10s
+listen:
+  smtp:
+    - address: 127.0.0.1:$SUB_PORT
+      mode: starttls
+  http: 127.0.0.1:$HTTP_PORT
+  tls:
+    cert_file: $WORK/pki/valid.crt
+    key_file: $WORK/pki/valid.key
+api:
+  tokens: ["test-token-0123456789abcdef"]
+log:
+  delivery: $WORK/log/delivery.log
+  engine: $WORK/log/engine.log
+EOF
+
+"$BIN/floormta" run --config "$WORK/floormta.yaml" >"$WORK/run.out" 2>&1 &
+DAEMON_PID=$!
+PIDS+=("$DAEMON_PID")
+for i in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null 2>&1 && break
+    kill -0 "$DAEMON_PID" 2>/dev/null || break
+    sleep 0.1
+done
+curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null 2>&1 ||
+    { echo "the daemon did not start:"; cat "$WORK/run.out" "$WORK/log/engine.log" 2>/dev/null; exit 1; }
+
+LOAD=("$BIN/floormta-load" --smtp "127.0.0.1:$SUB_PORT" --stats-file "$STATS"
+    --metrics "http://127.0.0.1:$HTTP_PORT/metrics" --pid "$DAEMON_PID" --wait 40)
+
+# ---- the sink's stats file ------------------------------------------------------------------
+check "sink: the stats file exists with its header" grep -qx 'floormta-sink-stats 1' "$STATS"
+check "sink: load_messages starts at 0" grep -qx 'load_messages 0' "$STATS"
+
+# ---- a counted run ----------------------------------------------------------------------------
+"${LOAD[@]}" --count 500 --conns 8 --domains "$DOMAINS" --size 10240 \
+    --json "$WORK/count.json" >"$WORK/count.out" 2>"$WORK/count.err"
+rc=$?
+sed 's/^/# /' "$WORK/count.out"
+check "count run: exit 0 (everything delivered)" [ "$rc" = 0 ]
+j() { jq -e "$1" "$WORK/$2.json" >/dev/null 2>&1; }
+check "count run: injected 500, none refused or lost" \
+    j '.injected == 500 and .started == 500 and .refused == 0 and .lost == 0' count
+check "count run: delivered 500 (counted by the sink)" j '.delivered == 500 and .delivered_all' count
+check "count run: latency p50 <= p90 <= p99 <= max, 500 samples" \
+    j '.latency_ms.p50 > 0 and .latency_ms.p50 <= .latency_ms.p90 and .latency_ms.p90 <= .latency_ms.p99 and .latency_ms.p99 <= .latency_ms.max and .latency_ms.samples == 500' count
+check "count run: injection latency quantiles ordered" \
+    j '.inject_latency_ms.p50 <= .inject_latency_ms.p90 and .inject_latency_ms.p90 <= .inject_latency_ms.p99' count
+check "count run: rates positive" j '.inject_rate > 0 and .deliver_rate > 0' count
+check "count run: TLS handshakes (full + resumed) > 0 from /metrics" \
+    j '(.tls_handshakes.full + .tls_handshakes.resumed) > 0' count
+check "count run: the sink saw TLS handshakes too" j '.sink_tls_handshakes.total > 0' count
+check "count run: no floor refusal" j '([.floor_refusals[]] | add // 0) == 0' count
+check "count run: 500 received over SMTP by the daemon" j '.received.smtp == 500' count
+check "count run: /metrics counts 500 successful deliveries" j '.deliveries.ok == 500' count
+check "count run: engine CPU seconds and peak RSS" \
+    j '.engine.cpu_seconds > 0 and .engine.peak_rss_kb > 0' count
+check "count run: 8 connections, no errors" j '.connections == 8 and .connection_errors == 0' count
+check "count run: text report names the latency" grep -q 'inject->deliver .*p50' "$WORK/count.out"
+check "sink: 500 load messages in the stats file" \
+    bash -c "sleep 0.3; grep -qx 'load_messages 500' '$STATS'"
+
+# ---- a rate-limited run -----------------------------------------------------------------------
+"${LOAD[@]}" --rate 200 --duration 2 --conns 8 --domains "$DOMAINS" --no-pipelining \
+    --json "$WORK/rate.json" >"$WORK/rate.out" 2>"$WORK/rate.err"
+rc=$?
+sed 's/^/# /' "$WORK/rate.out"
+check "rate run: exit 0" [ "$rc" = 0 ]
+check "rate run: about 400 injected (320..480)" j '.injected >= 320 and .injected <= 480' rate
+check "rate run: all delivered, counted apart from the first run" \
+    j '.delivered == .injected and .latency_ms.samples == .injected and .deliveries.ok == .injected' rate
+
+# ---- bad arguments ----------------------------------------------------------------------------
+"$BIN/floormta-load" --count 5 >/dev/null 2>&1
+check "no --smtp: exit 1" [ $? = 1 ]
+"$BIN/floormta-load" --smtp 127.0.0.1:1 >/dev/null 2>&1
+check "neither --count nor --duration: exit 1" [ $? = 1 ]
+
+"$BIN/floormta-load" --smtp 127.0.0.1:1 --count 5 --conns 2 --quiet --log-level error \
+    >"$WORK/down.out" 2>&1
+check "nobody listening: gives up with exit 1" \
+    bash -c "[ $? = 1 ] && grep -q 'giving up' '$WORK/down.out'"
+
+finish
