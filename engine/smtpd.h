@@ -216,8 +216,11 @@ int eng_smtpd_new(struct eng_loop *loop, const struct eng_smtpd_config *cfg,
  * out, or NULL when i is out of range. */
 char *eng_smtpd_listen_address(const struct eng_smtpd *d, size_t i, char *out, size_t cap);
 
-/* Stops accepting and closes every connection (a session waiting for its done keeps
- * its memory until done is called). The handles are released later by the loop. */
+/* Stops accepting and ends every session: between commands with "421 4.3.2 ...
+ * shutting down" and a lingering close; a session whose message is being made durable
+ * gets its 250 (or error) when done runs, then the 421, so a client is never left
+ * without the answer for a message that was queued; one inside DATA or a handshake is
+ * closed (nothing of it was queued). The handles are released later by the loop. */
 void eng_smtpd_shutdown(struct eng_smtpd *d);
 
 /* True once shutdown has completed: no listener or session handle left and no submit

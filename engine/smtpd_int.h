@@ -177,6 +177,11 @@ void smtpd_sess_message(struct smtpd_sess *s, struct eng_smtpd_message *m);
  * error reply, ends the transaction, back to READY. */
 void smtpd_sess_submitted(struct smtpd_sess *s, int res, const char *queue_id);
 
+/* The server stops: where a reply can be given (between commands, not inside DATA,
+ * a TLS handshake or a submit), queues "421 4.3.2 ... shutting down". Either way the
+ * session goes to CLOSING. Returns whether the 421 was queued. */
+bool smtpd_sess_shutdown(struct smtpd_sess *s);
+
 /* Queues a reply (copied); callers keep SMTPD_REPLY_MAX free first. */
 void smtpd_sess_reply(struct smtpd_sess *s, const char *text, size_t len);
 

@@ -182,6 +182,15 @@ static void submit_done(void *arg, int res, const char *queue_id)
         return;
     }
     smtpd_sess_submitted(&c->sm, res, queue_id);
+    if (d->stopping) {
+        /* The server stopped while this message was being made durable: the client
+         * still gets its 250 (or error), then the 421, so it never sends again a
+         * message that is queued. Input it pipelined behind is not read. */
+        smtpd_sess_shutdown(&c->sm);
+        c->close_after = true;
+        flush(c);
+        return;
+    }
     pump(c);
 }
 
@@ -438,6 +447,16 @@ void smtpd_conn_accept(struct smtpd_listener *lst, int fd)
 
 void smtpd_conn_close_all(struct eng_smtpd *d)
 {
-    for (struct smtpd_conn *c = d->live; c; c = c->next)
-        conn_close(c, "shutdown");
+    for (struct smtpd_conn *c = d->live; c; c = c->next) {
+        if (c->closing || c->close_after || c->lingering)
+            continue;
+        if (c->submitting)
+            continue; /* submit_done answers, then closes (d->stopping) */
+        if (!c->handshaking && smtpd_sess_shutdown(&c->sm)) {
+            c->close_after = true; /* the 421, then a lingering close */
+            flush(c);
+        } else {
+            conn_close(c, "shutdown");
+        }
+    }
 }

@@ -187,6 +187,17 @@ bool smtpd_sess_timeout(struct smtpd_sess *s)
     return can_reply;
 }
 
+bool smtpd_sess_shutdown(struct smtpd_sess *s)
+{
+    bool can_reply = s->state != SMTPD_S_NEW && s->state != SMTPD_S_STARTTLS &&
+                     s->state != SMTPD_S_CLOSING && s->state != SMTPD_S_WAIT_DURABLE &&
+                     s->state != SMTPD_S_DATA;
+    if (can_reply)
+        replyf(s, "421 4.3.2 %s Service shutting down\r\n", s->sh->hostname);
+    set_state(s, SMTPD_S_CLOSING);
+    return can_reply;
+}
+
 /* ---- EHLO, STARTTLS ----------------------------------------------------------------- */
 
 /* The argument after a verb of n letters: "" at the end, NULL if the verb is followed

@@ -552,10 +552,52 @@ static int teardown(void **state)
     return 0;
 }
 
+/* The server stops: between commands a 421 4.3.2; inside DATA or while the message is
+ * being made durable nothing is said (the 250 comes first, from submitted, and the
+ * owner then says 421); every case ends in CLOSING. */
+static void shutdown_replies(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_start(&f, "127.0.0.1", "127.0.0.0/8", 0, 0);
+    out(&f);
+    feed(&f, "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n");
+    out(&f);
+    assert_true(smtpd_sess_shutdown(&f.s));
+    assert_string_equal(out(&f), "421 4.3.2 mx.test Service shutting down\r\n");
+    assert_int_equal(f.s.state, SMTPD_S_CLOSING);
+    fx_end(&f);
+
+    fx_start(&f, "127.0.0.1", "127.0.0.0/8", 0, 0);
+    feed(&f, "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@far.test>\r\nDATA\r\n");
+    out(&f);
+    feed(&f, "half a line");
+    assert_false(smtpd_sess_shutdown(&f.s)); /* inside DATA: no reply in the content */
+    assert_string_equal(out(&f), "");
+    assert_int_equal(f.s.state, SMTPD_S_CLOSING);
+    fx_end(&f);
+
+    fx_start(&f, "127.0.0.1", "127.0.0.0/8", 0, 0);
+    feed(&f, "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@far.test>\r\nDATA\r\n");
+    out(&f);
+    assert_int_equal(feed(&f, "x\r\n.\r\n"), SMTPD_ACT_SUBMIT);
+    out(&f);
+    /* What the connection does when the stop comes during the submit: the 250 first
+     * (the message is queued), then the 421. */
+    smtpd_sess_submitted(&f.s, 0, "Q1");
+    assert_true(smtpd_sess_shutdown(&f.s));
+    const char *o = out(&f);
+    assert_non_null(strstr(o, "250 2.0.0 "));
+    assert_non_null(strstr(o, "Q1"));
+    assert_true(strstr(o, "421 4.3.2") > strstr(o, "250 2.0.0 "));
+    fx_end(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(greeting_and_ehlo),
+        cmocka_unit_test(shutdown_replies),
         cmocka_unit_test(refusals_at_greeting),
         cmocka_unit_test(pipelined_transaction),
         cmocka_unit_test(submit_failures),
