@@ -75,8 +75,10 @@ static int by_domain(const void *a, const void *b)
 static int sort_array(json_t *arr, int (*cmp)(const void *, const void *))
 {
     size_t n = json_array_size(arr);
-    json_t **v = n ? malloc(n * sizeof(*v)) : NULL;
-    if (n && !v)
+    if (n < 2)
+        return 0; /* also: qsort must not get a NULL array */
+    json_t **v = malloc(n * sizeof(*v));
+    if (!v)
         return -ENOMEM;
     for (size_t i = 0; i < n; i++)
         v[i] = json_incref(json_array_get(arr, i));
