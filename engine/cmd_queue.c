@@ -27,6 +27,7 @@ struct cmd_opts {
     const char *config;
     const char *token, *token_file;
     const char *domain, *id, *limit;
+    const char *sub; /* the command word (queue), wherever it stands; NULL = none */
     bool json;
 };
 
@@ -288,6 +289,10 @@ static int parse(int argc, char **argv, int first, struct cmd_opts *o)
             o->json = true;
             continue;
         }
+        if (a[0] != '-' && !o->sub) {
+            o->sub = a;
+            continue;
+        }
         if (strcmp(a, "--api") == 0)
             slot = &o->api;
         else if (strcmp(a, "--config") == 0)
@@ -351,19 +356,14 @@ static int run(struct cmd_opts *o, const char *method, const char *path, const c
 int eng_cmd_queue(int argc, char **argv)
 {
     struct cmd_opts o = { .prog = "queue" };
-    const char *sub = "list";
-    int first = 1;
-    if (argc > 1 && argv[1][0] != '-') {
-        sub = argv[1];
-        first = 2;
-    }
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return 0;
         }
-    if (parse(argc, argv, first, &o) != 0)
+    if (parse(argc, argv, 1, &o) != 0)
         return 1;
+    const char *sub = o.sub ? o.sub : "list";
     int rc = 1;
     if (strcmp(sub, "list") == 0 || strcmp(sub, "summary") == 0) {
         bool list = sub[0] == 'l';
@@ -411,8 +411,8 @@ int eng_cmd_destinations(int argc, char **argv)
         }
     if (parse(argc, argv, 1, &o) != 0)
         return 1;
-    if (o.id || o.domain || o.limit) {
-        fprintf(stderr, "floormta destinations: no --id, --domain or --limit\n");
+    if (o.id || o.domain || o.limit || o.sub) {
+        fprintf(stderr, "floormta destinations: no command word, --id, --domain or --limit\n");
         return 1;
     }
     int rc = run(&o, "GET", "/api/v1/destinations", NULL, print_destinations);
