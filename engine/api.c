@@ -153,11 +153,17 @@ static void api_healthz(void *arg, struct eng_http_req *req)
 /* Answers a JSON-producing op: its document, 501 if missing, 500 if it fails. */
 static void api_answer_op(struct eng_http_req *req, int rc, json_t *doc)
 {
-    if (rc == QUEUE_ERR_NOT_FOUND)
+    if (rc == QUEUE_ERR_NOT_FOUND) {
         eng_api_reply_error(req, 404, "no such message", "id");
-    else if (rc == -EINVAL)
+    } else if (rc == -EINVAL) {
         eng_api_reply_error(req, 400, "invalid request", NULL);
-    else if (rc < 0 || !doc)
+    } else if (rc == -EBUSY) {
+        eng_http_add_header(req, "Retry-After", "1");
+        eng_api_reply_error(req, 409, "the message is in flight: try again", "id");
+    } else if (rc == -ESHUTDOWN) {
+        eng_http_add_header(req, "Retry-After", "5");
+        eng_api_reply_error(req, 503, "shutting down", NULL);
+    } else if (rc < 0 || !doc)
         eng_api_reply_error(req, 500, rc < 0 ? queue_strerror(rc) : "no answer", NULL);
     else
         eng_api_reply_json(req, 200, doc);
@@ -175,6 +181,64 @@ static void api_queue(void *arg, struct eng_http_req *req)
     }
     json_t *doc = NULL;
     int rc = api->ops->queue_summary(api->ops_arg, &doc);
+    api_answer_op(req, rc, doc);
+}
+
+/* Checks a domain given by the operator (as a mailbox's domain) and lower-cases it into
+ * out. Returns false after replying 400. */
+static bool api_domain(struct eng_http_req *req, const char *domain, char out[QUEUE_DOMAIN_MAX + 1])
+{
+    const char *why;
+    char probe[QUEUE_DOMAIN_MAX + 3];
+    if (strlen(domain) > QUEUE_DOMAIN_MAX) {
+        eng_api_reply_error(req, 400, "domain too long", "domain");
+        return false;
+    }
+    /* The mailbox check knows domains: check "x@<domain>". */
+    snprintf(probe, sizeof probe, "x@%s", domain);
+    if (eng_api_addr_check(probe, &why) < 0) {
+        eng_api_reply_error(req, 400, why, "domain");
+        return false;
+    }
+    size_t i = 0;
+    for (; domain[i]; i++)
+        out[i] = (char)tolower((unsigned char)domain[i]);
+    out[i] = '\0';
+    return true;
+}
+
+/* GET /api/v1/queue/messages?domain=example.com&limit=100 */
+static void api_queue_messages(void *arg, struct eng_http_req *req)
+{
+    struct eng_api *api = arg;
+    if (!eng_api_authorized(api, req))
+        return;
+    if (!api->ops->queue_list) {
+        eng_api_reply_error(req, 501, "not implemented", NULL);
+        return;
+    }
+    const char *domain = eng_http_req_query(req, "domain");
+    const char *limit_text = eng_http_req_query(req, "limit");
+    char dom[QUEUE_DOMAIN_MAX + 1];
+    if (domain && *domain == '\0')
+        domain = NULL; /* ?domain= : every domain */
+    if (domain && !api_domain(req, domain, dom))
+        return;
+    unsigned long limit = ENG_API_LIST_DEFAULT;
+    if (limit_text) {
+        char *end;
+        errno = 0;
+        limit = strtoul(limit_text, &end, 10);
+        if (!isdigit((unsigned char)*limit_text) || *end || errno || limit == 0 ||
+            limit > ENG_API_LIST_MAX) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "limit is 1 to %u", ENG_API_LIST_MAX);
+            eng_api_reply_error(req, 400, msg, "limit");
+            return;
+        }
+    }
+    json_t *doc = NULL;
+    int rc = api->ops->queue_list(api->ops_arg, domain ? dom : NULL, (unsigned)limit, &doc);
     api_answer_op(req, rc, doc);
 }
 
@@ -225,28 +289,11 @@ static void api_action(struct eng_api *api, struct eng_http_req *req, enum eng_a
     }
     queue_id_t id = 0;
     char dom[QUEUE_DOMAIN_MAX + 1];
-    const char *why;
     if ((id_text != NULL) == (domain != NULL)) {
         eng_api_reply_error(req, 400, "give exactly one of id and domain", NULL);
     } else if (id_text && queue_id_parse(id_text, &id) < 0) {
         eng_api_reply_error(req, 400, "a queue id is 16 hex digits", "id");
-    } else if (domain && strlen(domain) > QUEUE_DOMAIN_MAX) {
-        eng_api_reply_error(req, 400, "domain too long", "domain");
-    } else {
-        if (domain) {
-            /* The mailbox check knows domains: check "x@<domain>". */
-            char probe[QUEUE_DOMAIN_MAX + 3];
-            snprintf(probe, sizeof probe, "x@%s", domain);
-            if (eng_api_addr_check(probe, &why) < 0) {
-                eng_api_reply_error(req, 400, why, "domain");
-                json_decref(in);
-                return;
-            }
-            size_t i = 0;
-            for (; domain[i]; i++)
-                dom[i] = (char)tolower((unsigned char)domain[i]);
-            dom[i] = '\0';
-        }
+    } else if (!domain || api_domain(req, domain, dom)) {
         json_t *doc = NULL;
         int rc = api->ops->queue_action(api->ops_arg, action, id, domain ? dom : NULL, &doc);
         eng_log(ENG_LOG_INFO, "api: queue %s %s=%s rc=%d", eng_api_action_name(action),
@@ -276,6 +323,7 @@ static const struct eng_http_route api_routes[] = {
     { "GET", "/healthz", false, api_healthz },
     { "POST", "/api/v1/messages", false, eng_api_messages_post },
     { "GET", "/api/v1/queue", false, api_queue },
+    { "GET", "/api/v1/queue/messages", false, api_queue_messages },
     { "GET", "/api/v1/destinations", false, api_destinations },
     { "POST", "/api/v1/queue/flush", false, api_flush },
     { "POST", "/api/v1/queue/bounce", false, api_bounce },

@@ -6,6 +6,7 @@
  *   GET  /healthz                 200 {"status":"ok"} or 503 (no token)
  *   POST /api/v1/messages         inject a message; 202 {"ids":[...]} once durable
  *   GET  /api/v1/queue            summary per domain
+ *   GET  /api/v1/queue/messages   messages with their recipients' states (?domain= &limit=)
  *   GET  /api/v1/destinations     the capability cache
  *   POST /api/v1/queue/flush      {"id":"..."} or {"domain":"..."}
  *   POST /api/v1/queue/bounce     same
@@ -30,6 +31,9 @@
 #include "queue/queue.h"
 
 struct eng_api;
+
+#define ENG_API_LIST_DEFAULT 100  /* GET /api/v1/queue/messages without ?limit= */
+#define ENG_API_LIST_MAX     1000 /* ... the most it lists */
 
 #define ENG_API_ACTIONS(X)             \
     X(ENG_API_ACTION_FLUSH, "flush")   \
@@ -62,13 +66,18 @@ struct eng_api_ops {
     /* Fills a snapshot (out is zeroed by the caller). received[HTTP] is the API's own:
      * leave it 0. */
     void (*metrics)(void *arg, struct eng_metrics *out);
-    /* {"domains":[{"domain":..,"queued":..,"deferred":..},...], ...}: 0 or < 0 (500). */
+    /* {"domains":[{"domain":..,"messages":..,"ready":..,"deferred":..,...},...],
+     * "total":{...}}: 0 or < 0 (500). */
     int (*queue_summary)(void *arg, json_t **out);
+    /* {"total":n,"messages":[...]}: up to limit (1..ENG_API_LIST_MAX) messages of domain
+     * (borrowed; lowercase; NULL = every domain), oldest first. 0 or < 0 (500). */
+    int (*queue_list)(void *arg, const char *domain, unsigned limit, json_t **out);
     /* {"destinations":[{host, port, verdict, ...}]}: 0 or < 0. */
     int (*destinations)(void *arg, json_t **out);
     /* Acts on one message (id != 0) or on every message of a domain (domain != NULL).
      * domain is borrowed for the call. Returns 0 and *out (e.g. {"affected":n}),
-     * QUEUE_ERR_NOT_FOUND (404), -EINVAL (400), other (500). */
+     * QUEUE_ERR_NOT_FOUND (404), -EINVAL (400), -EBUSY (409: in flight, try again),
+     * -ESHUTDOWN (503), other (500). */
     int (*queue_action)(void *arg, enum eng_api_action action, queue_id_t id, const char *domain,
                         json_t **out);
     /* 0: healthy, < 0: not (503). *out may get details (or stay NULL). */

@@ -50,5 +50,20 @@ int eng_cli_config(const char *cmd, const char *file, struct eng_config **out);
  * or empty). On an error, err (errlen bytes) says what was tried, for the user. */
 int eng_cli_token(const char *token_opt, const struct eng_config *cfg, char **out, char *err,
                   size_t errlen);
+/* `floormta queue [list|summary|flush|bounce|delete] [--id ID] [--domain D] ...` and
+ * `floormta destinations`: clients of the running daemon's HTTP API (engine/cmd_queue.c).
+ * Exit 0: done; 1: an error (the API's answer on stderr). argv is borrowed; argv[0] is
+ * "queue" or "destinations". */
+int eng_cmd_queue(int argc, char **argv);
+int eng_cmd_destinations(int argc, char **argv);
+
+/* One HTTP/1.1 request to base ("http://host:port"; plain HTTP only) for path (with
+ * its query), with "Authorization: Bearer token" unless token is NULL and a JSON body
+ * unless body is NULL; timeout_s bounds each send and receive. All borrowed. Returns 0
+ * with *status and *answer (the body, NUL-terminated; free() it), or -EPROTONOSUPPORT
+ * (not http://), -EINVAL (bad URL), -EPROTO (not HTTP), -ETIMEDOUT, -ENOMEM, -errno
+ * (engine/cli_http.c). */
+int eng_cli_http(const char *base, const char *method, const char *path, const char *token,
+                 const char *body, unsigned timeout_s, long *status, char **answer);
 
 #endif /* FLOORMTA_ENGINE_CLI_H */

@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "engine/api.h"
 #include "engine/config.h"
 #include "engine/group.h"
 #include "engine/policy.h"
@@ -60,5 +61,15 @@ void eng_daemon_reload(struct eng_daemon *d, const char *file);
  * HTTP API (worker 0). Fills out (at least 2 entries) and returns how many. d is
  * borrowed for the group's life. */
 unsigned eng_daemon_services(struct eng_daemon *d, struct eng_group_service *out);
+
+/* The queue administration ops of the API (daemon_admin.c): struct eng_api_ops's
+ * queue_summary, queue_list, destinations and queue_action, with arg the daemon. They
+ * ask the workers through eng_group_call, so they must run on the API's thread (worker
+ * 0), the one thread that makes such calls. */
+int eng_daemon_queue_summary(void *arg, json_t **out);
+int eng_daemon_queue_list(void *arg, const char *domain, unsigned limit, json_t **out);
+int eng_daemon_destinations(void *arg, json_t **out);
+int eng_daemon_queue_action(void *arg, enum eng_api_action action, queue_id_t id,
+                            const char *domain, json_t **out);
 
 #endif /* FLOORMTA_ENGINE_DAEMON_INT_H */

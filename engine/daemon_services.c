@@ -284,6 +284,10 @@ struct dm_api {
 static const struct eng_api_ops api_ops = {
     .enqueue = api_enqueue,
     .metrics = api_metrics,
+    .queue_summary = eng_daemon_queue_summary,
+    .queue_list = eng_daemon_queue_list,
+    .destinations = eng_daemon_destinations,
+    .queue_action = eng_daemon_queue_action,
     .health = api_health,
 };
 

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/log.h"
@@ -301,6 +302,67 @@ int eng_group_enqueue(struct eng_group *g, const struct queue_envelope *env, con
         queue_envelope_free(m->env);
         free(m);
     }
+    return rc;
+}
+
+/* ---- cross-worker calls -------------------------------------------------------------------- */
+
+/* How long the caller waits between looks at the target's published state: a worker
+ * that stopped will never post, and the caller must not hang on it. */
+#define GRP_CALL_POLL_NS 100000000L
+
+static bool worker_gone(const struct eng_group *g, unsigned index)
+{
+    struct eng_group_worker_stats ws;
+    eng_group_worker_stats(g, index, &ws);
+    return ws.state == ENG_GROUP_W_STOPPED || ws.state == ENG_GROUP_W_FAILED;
+}
+
+int eng_group_call(struct eng_group *g, unsigned index, eng_group_call_fn fn, void *arg)
+{
+    if (!g || !fn || !g->started || index >= g->n)
+        return -EINVAL;
+    struct grp_worker *me = eng_group_self(g);
+    if (me && me->index == index) {
+        if (!me->worker)
+            return -ESHUTDOWN;
+        fn(me->worker, arg);
+        return 0;
+    }
+    struct grp_call *c = calloc(1, sizeof(*c));
+    struct grp_msg *m = calloc(1, sizeof(*m));
+    if (!c || !m || sem_init(&c->done, 0, 0) != 0) {
+        free(c);
+        free(m);
+        return -ENOMEM;
+    }
+    atomic_init(&c->state, GRP_CALL_PENDING);
+    atomic_init(&c->refs, 2); /* the caller's and the message's */
+    c->fn = fn;
+    c->arg = arg;
+    m->kind = GRP_MSG_CALL;
+    m->call = c;
+    eng_group_inbox_push(&g->workers[index].inbox, &m->node, 0);
+    for (;;) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += GRP_CALL_POLL_NS;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (sem_timedwait(&c->done, &ts) == 0)
+            break;
+        if (errno != ETIMEDOUT && errno != EINTR)
+            continue;
+        int pending = GRP_CALL_PENDING;
+        /* Gone for good and not started on fn: cancel, so it never runs with our arg. */
+        if (worker_gone(g, index) &&
+            atomic_compare_exchange_strong(&c->state, &pending, GRP_CALL_CANCELLED))
+            break;
+    }
+    int rc = atomic_load(&c->state) == GRP_CALL_RAN ? 0 : -ESHUTDOWN;
+    eng_group_call_unref(c);
     return rc;
 }
 

@@ -23,9 +23,9 @@
  * removed once every worker has loaded them.
  *
  * Threading: eng_group_new, eng_group_start and eng_group_stop_and_free are for one
- * control thread; eng_group_enqueue, eng_group_stats, eng_group_worker_stats and
- * eng_group_shard_of may be called from any thread (worker threads included) between
- * a successful eng_group_start and eng_group_stop_and_free.
+ * control thread; eng_group_enqueue, eng_group_stats, eng_group_worker_stats,
+ * eng_group_call (with its own rule) and eng_group_shard_of may be called from any thread (worker
+ * threads included) between a successful eng_group_start and eng_group_stop_and_free.
  */
 #ifndef FLOORMTA_ENGINE_GROUP_H
 #define FLOORMTA_ENGINE_GROUP_H
@@ -164,6 +164,30 @@ typedef void (*eng_group_done_fn)(void *arg, queue_id_t id, int res);
  * try again later), -ENOMEM. done does not run on an error. */
 int eng_group_enqueue(struct eng_group *g, const struct queue_envelope *env, const void *content,
                       size_t len, eng_group_done_fn done, void *arg);
+
+/* An administrative function run on one worker's thread (eng_group_call): w is that
+ * worker (borrowed for the call; its scheduler, spool reads, capability cache are safe
+ * to touch here and nowhere else). arg is the caller's. */
+typedef void (*eng_group_call_fn)(struct eng_worker *w, void *arg);
+
+/* Runs fn(w, arg) on worker index's thread and waits until it has returned: the
+ * operator's queue tools (engine/worker.h, "administration") on a worker's own data.
+ * Runs fn inline when the caller is that worker's thread. The request goes through the
+ * worker's inbox (never refused for a full inbox: it is rare and small) and the caller
+ * blocks on a semaphore meanwhile; fn should be short (it holds up that worker's loop
+ * and the caller's). Control plane: one allocation per call.
+ *
+ * Deadlock-freedom rests on one rule: only ONE thread ever makes cross-worker calls —
+ * the HTTP API's, worker 0 — and fn itself never calls eng_group_call nor waits for
+ * another worker. A worker thread otherwise never blocks on another worker (every
+ * other cross-thread push is non-blocking), so the worker asked always gets to its
+ * inbox while the caller waits, and two workers can never wait for each other.
+ *
+ * Should the worker have stopped (or stop) before running fn, the call gives up with
+ * -ESHUTDOWN and fn never runs; arg is then never touched. Returns 0 (fn ran), -EINVAL
+ * (not started, index out of range, fn NULL), -ESHUTDOWN, -ENOMEM. arg is borrowed
+ * until the call returns. Any thread, but see the rule above. */
+int eng_group_call(struct eng_group *g, unsigned index, eng_group_call_fn fn, void *arg);
 
 /* The index of the worker owning domain (0 .. nworkers-1): eng_group_hash(domain) %
  * nworkers. domain is borrowed. */

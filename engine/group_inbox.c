@@ -130,6 +130,19 @@ void eng_group_msg_abandon(struct grp_msg *m, int res)
         queue_envelope_free(m->env);
     } else if (m->kind == GRP_MSG_DONE) {
         m->done(m->arg, m->id, m->res); /* the outcome stands: durable or not */
+    } else if (m->kind == GRP_MSG_CALL) {
+        int pending = GRP_CALL_PENDING;
+        if (atomic_compare_exchange_strong(&m->call->state, &pending, GRP_CALL_CANCELLED))
+            sem_post(&m->call->done);
+        eng_group_call_unref(m->call);
     }
     free(m);
+}
+
+void eng_group_call_unref(struct grp_call *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) == 1) {
+        sem_destroy(&c->done);
+        free(c);
+    }
 }

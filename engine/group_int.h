@@ -70,7 +70,28 @@ enum grp_msg_kind {
     GRP_MSG_ENQUEUE, /* a new message from eng_group_enqueue */
     GRP_MSG_ADOPT,   /* a durable message to schedule */
     GRP_MSG_DONE,    /* an ENQUEUE's outcome, back on the worker that asked */
+    GRP_MSG_CALL,    /* eng_group_call: run a function on this worker's thread */
 };
+
+/* The states of an eng_group_call request; whoever moves it out of PENDING (the worker
+ * about to run it, or the caller giving up on a stopped worker) decides its fate. */
+enum grp_call_state {
+    GRP_CALL_PENDING,
+    GRP_CALL_RAN,       /* the worker ran fn: the caller gets 0 */
+    GRP_CALL_CANCELLED, /* never ran: the caller gets -ESHUTDOWN */
+};
+
+/* Shared by the caller and the message: freed by whichever drops the last reference. */
+struct grp_call {
+    sem_t done; /* posted once the state left PENDING */
+    atomic_int state;
+    atomic_int refs;
+    eng_group_call_fn fn;
+    void *arg;
+};
+
+/* Drops one reference to c (frees it with the last). Any thread. */
+void eng_group_call_unref(struct grp_call *c);
 
 struct grp_msg {
     struct eng_group_node node; /* first: the inbox hands back this pointer */
@@ -82,6 +103,8 @@ struct grp_msg {
     eng_group_done_fn done;
     void *arg;
     struct grp_worker *reply; /* the asking worker (done runs there), or NULL */
+    /* GRP_MSG_CALL: holds one reference */
+    struct grp_call *call;
     /* GRP_MSG_DONE (the same message, sent back) */
     queue_id_t id;
     int res;
@@ -113,6 +136,8 @@ struct grp_worker {
     atomic_bool quiesce;  /* stop the services (set by eng_group_stop_and_free) */
     atomic_bool quiesced; /* ... done: every service of this worker is idle */
     struct eng_group_inbox inbox;
+    struct eng_worker *worker; /* this thread's worker while it runs (eng_group_call runs
+                                * inline with it); read and written by the thread only */
     atomic_uint_fast64_t seq;
     atomic_uint_fast64_t words[GRP_STAT_WORDS];
     /* The worker's metrics (eng_group_metrics), published the same way but at most

@@ -248,9 +248,28 @@ static void relay_done(void *arg, queue_id_t id, int res)
     eng_group_inbox_push(&m->reply->inbox, &m->node, 0);
 }
 
+/* An eng_group_call: runs fn unless its caller gave up first, then wakes the caller. */
+static void run_call(struct grp_thread *t, struct grp_call *c)
+{
+    int pending = GRP_CALL_PENDING;
+    if (t->r.worker && atomic_compare_exchange_strong(&c->state, &pending, GRP_CALL_RAN)) {
+        c->fn(t->r.worker, c->arg);
+        sem_post(&c->done);
+    } else if (!t->r.worker &&
+               atomic_compare_exchange_strong(&c->state, &pending, GRP_CALL_CANCELLED)) {
+        sem_post(&c->done);
+    }
+    eng_group_call_unref(c);
+}
+
 static void handle_msg(struct grp_thread *t, struct grp_msg *m)
 {
     t->st.inbox_handled++;
+    if (m->kind == GRP_MSG_CALL) {
+        run_call(t, m->call);
+        free(m);
+        return;
+    }
     if (m->kind == GRP_MSG_DONE) {
         m->done(m->arg, m->id, m->res);
         free(m);
@@ -506,6 +525,7 @@ void *eng_group_worker_main(void *arg)
         return NULL;
     }
     inbox_drain(&t); /* the recovered messages */
+    gw->worker = t.r.worker;
     thread_set(&t, ENG_GROUP_W_RUNNING);
     sem_post(&gw->ready);
 
@@ -543,6 +563,7 @@ void *eng_group_worker_main(void *arg)
     publish_metrics(&t, true);
     services_free(&t);
     handles_close(&t);
+    gw->worker = NULL;
     res_free(&t);
     thread_set(&t, ENG_GROUP_W_STOPPED);
     return NULL;

@@ -28,6 +28,13 @@ static void usage(FILE *f)
                "        (exit 0 valid, 1 invalid)\n"
                "  check-config --print-default\n"
                "        print the embedded default configuration\n"
+               "  queue [list|summary] [--domain D] [--limit N] [--api URL] [--token T] [--json]\n"
+               "        the running daemon's queue: messages with their recipients' states, or\n"
+               "        counts per domain\n"
+               "  queue flush|bounce|delete (--id ID | --domain D) [--api URL] [--token T]\n"
+               "        retry now; give up with a DSN to the sender; remove without one\n"
+               "  destinations [--api URL] [--token T] [--json]\n"
+               "        the capability cache: each MX host's TLS verdict, reason, expiry\n"
                "\n"
                "`floormta COMMAND --help` describes a command.\n");
 }
@@ -45,6 +52,10 @@ int main(int argc, char **argv)
         return eng_cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "send") == 0)
         return eng_cmd_send(argc - 1, argv + 1);
+    if (strcmp(cmd, "queue") == 0)
+        return eng_cmd_queue(argc - 1, argv + 1);
+    if (strcmp(cmd, "destinations") == 0)
+        return eng_cmd_destinations(argc - 1, argv + 1);
     if (strcmp(cmd, "check-config") == 0)
         return eng_cmd_check_config(argc - 1, argv + 1);
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {

@@ -422,6 +422,19 @@ struct queue_sched *eng_worker_sched(struct eng_worker *w)
     return w->sched;
 }
 
+struct eng_capcache *eng_worker_capcache(struct eng_worker *w)
+{
+    return w->cfg.capcache;
+}
+
+struct wk_attempt *eng_worker_slot_of(struct eng_worker *w, const struct queue_entry *e)
+{
+    for (unsigned i = 0; i < w->cfg.max_attempts; i++)
+        if (w->slots[i].state != WK_FREE && w->slots[i].entry == e)
+            return &w->slots[i];
+    return NULL;
+}
+
 static bool drained(const struct eng_worker *w)
 {
     if (w->port_pending > 0)

@@ -100,6 +100,8 @@ struct eng_worker_stats {
                              * without meeting the floor (TLS below it or plaintext) */
     uint64_t plaintext;     /* ... of which in plaintext */
     uint64_t log_errors;    /* delivery-log lines that could not be written */
+    uint64_t admin_bounced; /* messages bounced by the operator (removal durable) */
+    uint64_t admin_deleted; /* messages deleted by the operator (removal durable) */
 };
 
 struct eng_metrics;
@@ -153,6 +155,76 @@ void eng_worker_stats(const struct eng_worker *w, struct eng_worker_stats *out);
 /* The worker's scheduler (borrowed until eng_worker_free; NULL before start): for
  * tests and the admin API, from the loop thread only. */
 struct queue_sched *eng_worker_sched(struct eng_worker *w);
+
+/* The worker's capability cache (borrowed: cfg.capcache, may be NULL): for the admin
+ * API, from the loop thread only. */
+struct eng_capcache *eng_worker_capcache(struct eng_worker *w);
+
+/* ---- administration (engine/worker_admin.c): the operator's queue tools ------------------
+ *
+ * Everything here runs on the worker's loop thread (from another thread: through
+ * eng_group_call). Actions start what they do and return: a bounce's DSN and a
+ * removal become durable shortly after, through the same path an attempt's outcome
+ * takes (worker_attempt.c: DSN first, then the removal).
+ *
+ * A message that an attempt holds (in flight, or its outcome being persisted), or
+ * that no attempt slot is free for, is not bounced or deleted: it is counted as busy
+ * and left as it is (for one id: -EBUSY), so the operator tries again a moment later.
+ * Why not queue the action for when the attempt ends: the attempt may deliver the
+ * message meanwhile, and an answer that says what happened beats one that says what
+ * might. */
+
+/* One message as the operator sees it. */
+struct eng_worker_listing {
+    const struct queue_envelope *env; /* as last persisted: sender, arrival, each
+                                       * recipient's state and last result; borrowed
+                                       * for the call */
+    enum queue_entry_state state;     /* where the scheduler has it */
+    int64_t next_attempt;             /* the scheduler's, unix seconds */
+    uint16_t attempts;                /* the scheduler's count */
+    bool busy;                        /* an attempt holds it now */
+};
+
+typedef void (*eng_worker_list_fn)(void *arg, const struct eng_worker_listing *m);
+
+/* Calls fn for up to limit messages of domain (any case; NULL = all), oldest id first,
+ * each read from the spool (blocking reads of small files: keep limit modest). A
+ * message that cannot be read (removed meanwhile) is skipped. domain is borrowed.
+ * Returns how many messages match (possibly more than limit), or -ENOMEM, -EINVAL. */
+long eng_worker_admin_list(struct eng_worker *w, const char *domain, size_t limit,
+                           eng_worker_list_fn fn, void *arg);
+
+/* One destination domain's part of the queue. */
+struct eng_worker_domain_summary {
+    const char *domain; /* borrowed for the call */
+    uint64_t messages, ready, deferred, inflight;
+    int64_t oldest_arrival; /* unix seconds */
+};
+
+typedef void (*eng_worker_summary_fn)(void *arg, const struct eng_worker_domain_summary *d);
+
+/* Calls fn once per domain with messages here, in no particular order. Returns the
+ * number of domains, or -ENOMEM, -EINVAL. */
+long eng_worker_admin_summary(struct eng_worker *w, eng_worker_summary_fn fn, void *arg);
+
+struct eng_worker_action_result {
+    unsigned matched; /* messages the action was aimed at */
+    unsigned done;    /* ... acted on */
+    unsigned busy;    /* ... held by an attempt (or no slot free): left alone */
+};
+
+/* flush: deferred messages become ready now (of id, or of domain). bounce: every
+ * recipient not final becomes BOUNCED ("5.0.0 bounced by the operator"), a FAILED DSN
+ * goes to the sender as for a permanent failure (never for a DSN), and the message is
+ * removed. delete: removed without a DSN. Give id != 0 or domain (borrowed). Returns 0
+ * and *out; QUEUE_ERR_NOT_FOUND (id not queued here); -EBUSY (id: busy as above;
+ * flush never is); -ESHUTDOWN (the worker is stopping: no bounce or delete); -EINVAL. */
+int eng_worker_admin_flush(struct eng_worker *w, queue_id_t id, const char *domain,
+                           struct eng_worker_action_result *out);
+int eng_worker_admin_bounce(struct eng_worker *w, queue_id_t id, const char *domain,
+                            struct eng_worker_action_result *out);
+int eng_worker_admin_delete(struct eng_worker *w, queue_id_t id, const char *domain,
+                            struct eng_worker_action_result *out);
 
 /* Stops starting attempts, then drives the loop (eng_loop_run_once) until the running
  * attempts and the port's requests have completed (their states persisted). Other

@@ -165,7 +165,7 @@ static void dsn_failed(struct wk_attempt *a, int64_t now)
 }
 
 /* a->upd holds the attempt's outcome: decide, count, send DSNs, then persist. */
-static void decide(struct wk_attempt *a)
+void eng_worker_attempt_decide(struct wk_attempt *a)
 {
     struct eng_worker *w = a->w;
     struct queue_envelope *u = a->upd;
@@ -181,7 +181,7 @@ static void decide(struct wk_attempt *a)
         } else if (v == QUEUE_DEFER_EXPIRE) {
             expire(a, now);
         }
-    } else if (u->attempts < UINT16_MAX) {
+    } else if (u->attempts < UINT16_MAX && a->admin == WK_ADMIN_NONE) {
         u->attempts++;
     }
     a->finished = queue_envelope_finished(u);
@@ -190,7 +190,7 @@ static void decide(struct wk_attempt *a)
         a->delivered += after == QUEUE_RCPT_DELIVERED && before != QUEUE_RCPT_DELIVERED;
         a->bounced += after == QUEUE_RCPT_BOUNCED && before != QUEUE_RCPT_BOUNCED;
     }
-    if (a->bounced > 0 && !u->is_dsn)
+    if (a->bounced > 0 && !u->is_dsn && a->admin != WK_ADMIN_DELETE)
         dsn_failed(a, now);
     if (a->dsn_pending > 0)
         eng_worker_attempt_set(a, WK_DSN);
@@ -263,7 +263,7 @@ void eng_worker_attempt_done(void *arg, const struct eng_deliver_report *rep)
         eng_worker_attempt_release(a);
         return;
     }
-    decide(a);
+    eng_worker_attempt_decide(a);
 }
 
 void eng_worker_attempt_fail(struct wk_attempt *a, int err)
@@ -278,7 +278,7 @@ void eng_worker_attempt_fail(struct wk_attempt *a, int err)
         eng_worker_attempt_release(a);
         return;
     }
-    decide(a); /* not finished: deferred like a failed attempt */
+    eng_worker_attempt_decide(a); /* not finished: deferred like a failed attempt */
 }
 
 static void persist_done(void *arg, queue_id_t id, int res);
@@ -290,13 +290,20 @@ static void count_durable(struct wk_attempt *a)
     char hex[QUEUE_ID_HEX];
     eng_log(ENG_LOG_INFO, "worker: message=%s %s attempts=%u next=%lld delivered=%u bounced=%u",
             id_hex(a, hex),
-            a->expired    ? "expired"
-            : a->finished ? "finished"
-                          : "deferred",
+            a->admin == WK_ADMIN_BOUNCE   ? "bounced by the operator"
+            : a->admin == WK_ADMIN_DELETE ? "deleted by the operator"
+            : a->expired                  ? "expired"
+            : a->finished                 ? "finished"
+                                          : "deferred",
             (unsigned)a->upd->attempts, (long long)a->upd->next_attempt, a->delivered, a->bounced);
     w->stats.delivered += a->delivered;
-    w->stats.bounced += a->bounced;
     w->stats.expired += a->expired;
+    if (a->admin == WK_ADMIN_DELETE) { /* no DSN, no bounce: gone on request */
+        w->stats.admin_deleted++;
+        return;
+    }
+    w->stats.bounced += a->bounced;
+    w->stats.admin_bounced += a->admin == WK_ADMIN_BOUNCE;
 }
 
 static void remove_done(void *arg, queue_id_t id, int res)

@@ -27,8 +27,16 @@ enum wk_attempt_state {
 #undef WK_ATTEMPT_ENUM
 };
 
+/* Why a slot ends its message besides an attempt (worker_admin.c). */
+enum wk_admin {
+    WK_ADMIN_NONE,   /* a delivery attempt */
+    WK_ADMIN_BOUNCE, /* the operator bounced it: DSN, removal */
+    WK_ADMIN_DELETE, /* the operator deleted it: removal, no DSN */
+};
+
 struct wk_attempt {
     struct eng_worker *w;
+    enum wk_admin admin;
     enum wk_attempt_state state;
     struct queue_entry *entry;  /* in the scheduler: in flight, or deferred once decided */
     struct queue_envelope *env; /* as read from the spool (the state before the attempt) */
@@ -70,6 +78,14 @@ void eng_worker_attempt_set(struct wk_attempt *a, enum wk_attempt_state s);
 
 /* The attempt's done callback (eng_deliver_start): decides, enqueues DSNs, persists. */
 void eng_worker_attempt_done(void *arg, const struct eng_deliver_report *rep);
+
+/* Acts on a->upd against a->env (entry, content as for an attempt): decides, enqueues
+ * the DSNs, persists or removes, then releases the slot. For the operator's bounce and
+ * delete too (a->admin), whose a->upd has every recipient final. */
+void eng_worker_attempt_decide(struct wk_attempt *a);
+
+/* The slot holding e in any state, or NULL. */
+struct wk_attempt *eng_worker_slot_of(struct eng_worker *w, const struct queue_entry *e);
 
 /* Ends an attempt that could not run (eng_deliver_start failed): deferred, persisted. */
 void eng_worker_attempt_fail(struct wk_attempt *a, int err);

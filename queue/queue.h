@@ -374,8 +374,51 @@ struct queue_entry *queue_sched_find(struct queue_sched *s, queue_id_t id);
 /* Makes every deferred entry (of domain, or all with NULL) ready now. Returns how many. */
 unsigned queue_sched_flush(struct queue_sched *s, const char *domain, int64_t now);
 
+/* Where an entry is, for the operator's views (the names: "ready", "deferred",
+ * "inflight"). */
+#define QUEUE_ENTRY_STATES(X)                                              \
+    X(QUEUE_ENTRY_READY, "ready")       /* on its domain's ready queue */  \
+    X(QUEUE_ENTRY_DEFERRED, "deferred") /* waiting for its next attempt */ \
+    X(QUEUE_ENTRY_INFLIGHT, "inflight") /* popped (an attempt), or taken by an operator */
+
+enum queue_entry_state {
+#define QUEUE_ENTRY_ENUM(name, str) name,
+    QUEUE_ENTRY_STATES(QUEUE_ENTRY_ENUM)
+#undef QUEUE_ENTRY_ENUM
+};
+
+/* Static string; "invalid" out of range. */
+const char *queue_entry_state_name(enum queue_entry_state s);
+
+/* Takes a READY or DEFERRED entry out of circulation (it becomes INFLIGHT, as if
+ * popped) so that an operator's action (bounce, delete) can end it with
+ * queue_sched_remove, or give it back with queue_sched_requeue. An INFLIGHT entry is
+ * left as it is. */
+void queue_sched_take(struct queue_sched *s, struct queue_entry *e);
+
+/* Calls fn for every entry (of domain, any case, or all with NULL), in no particular
+ * order, until fn returns false. e is borrowed for the call; fn must not add, remove
+ * or move entries (collect ids and act afterwards). O(entries). */
+typedef bool (*queue_sched_entry_fn)(void *arg, const struct queue_entry *e);
+void queue_sched_foreach(const struct queue_sched *s, const char *domain, queue_sched_entry_fn fn,
+                         void *arg);
+
+/* One domain's counts, for queue_sched_foreach_domain. */
+struct queue_sched_domain_info {
+    const char *name; /* interned: the same pointer as queue_entry_domain for its entries;
+                       * borrowed for the call */
+    uint64_t entries, ready, deferred, inflight;
+};
+
+/* Calls fn for every domain with entries, in no particular order, until fn returns
+ * false. info is borrowed for the call; the same rule as queue_sched_foreach. */
+typedef bool (*queue_sched_domain_fn)(void *arg, const struct queue_sched_domain_info *info);
+void queue_sched_foreach_domain(const struct queue_sched *s, queue_sched_domain_fn fn, void *arg);
+
 /* The entry's fields (borrowed views). */
 queue_id_t queue_entry_id(const struct queue_entry *e);
+enum queue_entry_state queue_entry_state(const struct queue_entry *e);
+int64_t queue_entry_arrival(const struct queue_entry *e);
 const char *queue_entry_domain(const struct queue_entry *e);
 int64_t queue_entry_next_attempt(const struct queue_entry *e);
 uint16_t queue_entry_attempts(const struct queue_entry *e);

@@ -277,6 +277,84 @@ unsigned queue_sched_flush(struct queue_sched *s, const char *domain, int64_t no
     return n;
 }
 
+/* ---- the operator's views and actions ------------------------------------------------- */
+
+static const char *const entry_state_names[] = {
+#define QUEUE_ENTRY_NAME(name, str) str,
+    QUEUE_ENTRY_STATES(QUEUE_ENTRY_NAME)
+#undef QUEUE_ENTRY_NAME
+};
+
+const char *queue_entry_state_name(enum queue_entry_state st)
+{
+    return (unsigned)st < sizeof(entry_state_names) / sizeof(entry_state_names[0])
+                   ? entry_state_names[st]
+                   : "invalid";
+}
+
+void queue_sched_take(struct queue_sched *s, struct queue_entry *e)
+{
+    if (e->state != SCHED_INFLIGHT)
+        move(s, e, SCHED_INFLIGHT, false);
+}
+
+struct each_entry {
+    const struct sched_domain *dom; /* NULL = every domain */
+    queue_sched_entry_fn fn;
+    void *arg;
+};
+
+static bool each_entry(void *arg, void *item)
+{
+    struct each_entry *x = arg;
+    const struct queue_entry *e = item;
+    return (x->dom && e->dom != x->dom) || x->fn(x->arg, e);
+}
+
+void queue_sched_foreach(const struct queue_sched *s, const char *domain, queue_sched_entry_fn fn,
+                         void *arg)
+{
+    struct each_entry x = { NULL, fn, arg };
+    if (domain && !(x.dom = queue_sched_domain_find(s, domain)))
+        return;
+    queue_sched_table_each(&s->ids, each_entry, &x);
+}
+
+struct each_domain {
+    queue_sched_domain_fn fn;
+    void *arg;
+};
+
+static bool each_domain(void *arg, void *item)
+{
+    struct each_domain *x = arg;
+    const struct sched_domain *d = item;
+    struct queue_sched_domain_info info = {
+        .name = d->name,
+        .entries = d->nentries,
+        .ready = d->nready,
+        .deferred = d->ndeferred,
+        .inflight = d->nentries - d->nready - d->ndeferred,
+    };
+    return x->fn(x->arg, &info);
+}
+
+void queue_sched_foreach_domain(const struct queue_sched *s, queue_sched_domain_fn fn, void *arg)
+{
+    struct each_domain x = { fn, arg };
+    queue_sched_table_each(&s->domains, each_domain, &x);
+}
+
+enum queue_entry_state queue_entry_state(const struct queue_entry *e)
+{
+    return (enum queue_entry_state)e->state;
+}
+
+int64_t queue_entry_arrival(const struct queue_entry *e)
+{
+    return e->arrival;
+}
+
 queue_id_t queue_entry_id(const struct queue_entry *e)
 {
     return e->id;

@@ -22,10 +22,11 @@
 
 /* ---- entries ---------------------------------------------------------------------------- */
 
+/* In the order of the public enum queue_entry_state (queue_entry_state casts). */
 enum sched_state {
-    SCHED_READY,    /* on its domain's ready queue */
-    SCHED_DEFERRED, /* on the timer heap */
-    SCHED_INFLIGHT, /* popped: in neither, owned by a delivery attempt */
+    SCHED_READY = QUEUE_ENTRY_READY,       /* on its domain's ready queue */
+    SCHED_DEFERRED = QUEUE_ENTRY_DEFERRED, /* on the timer heap */
+    SCHED_INFLIGHT = QUEUE_ENTRY_INFLIGHT, /* popped: in neither, owned by an attempt */
 };
 
 #define SCHED_F_DSN    0x01u
@@ -101,6 +102,9 @@ void queue_sched_table_insert(struct sched_table *t, uint64_t hash, void *item);
 /* Removes item (present). May shrink the array. */
 void queue_sched_table_delete(struct sched_table *t, uint64_t hash, const void *item);
 void queue_sched_table_destroy(struct sched_table *t);
+/* Calls fn for every item until it returns false; fn must not change the table. */
+void queue_sched_table_each(const struct sched_table *t, bool (*fn)(void *arg, void *item),
+                            void *arg);
 size_t queue_sched_table_bytes(const struct sched_table *t);
 
 /* The id table's and the PRNG's mixer (splitmix64's finalizer). */

@@ -163,3 +163,13 @@ size_t queue_sched_table_bytes(const struct sched_table *t)
 {
     return t->slots ? (t->mask + 1) * sizeof(*t->slots) : 0;
 }
+
+void queue_sched_table_each(const struct sched_table *t, bool (*fn)(void *arg, void *item),
+                            void *arg)
+{
+    if (!t->slots)
+        return;
+    for (size_t i = 0; i <= t->mask; i++)
+        if (t->slots[i] && !fn(arg, item_of(t->slots[i])))
+            return;
+}
