@@ -58,18 +58,7 @@ void eng_group_metrics(const struct eng_group *g, struct eng_metrics *out)
     for (unsigned i = 0; i < g->n; i++) {
         struct grp_worker *gw = &g->workers[i];
         uint64_t words[GRP_METRIC_WORDS];
-        for (;;) { /* the seqlock's reader: retry while the worker writes */
-            uint64_t s0 = atomic_load_explicit(&gw->mseq, memory_order_acquire);
-            if (s0 & 1) {
-                sched_yield();
-                continue;
-            }
-            for (size_t k = 0; k < GRP_METRIC_WORDS; k++)
-                words[k] = atomic_load_explicit(&gw->mwords[k], memory_order_relaxed);
-            atomic_thread_fence(memory_order_acquire);
-            if (atomic_load_explicit(&gw->mseq, memory_order_relaxed) == s0)
-                break;
-        }
+        grp_seqlock_read(&gw->mseq, gw->mwords, words, GRP_METRIC_WORDS);
         struct eng_metrics m;
         memcpy(&m, words, sizeof(m));
         eng_metrics_add(out, &m);
@@ -375,18 +364,7 @@ int eng_group_worker_stats(const struct eng_group *g, unsigned i,
         return -EINVAL;
     struct grp_worker *gw = &g->workers[i];
     uint64_t words[GRP_STAT_WORDS];
-    for (;;) { /* the seqlock's reader: retry while the writer is in the middle */
-        uint64_t s1 = atomic_load_explicit(&gw->seq, memory_order_acquire);
-        if (s1 & 1) {
-            sched_yield();
-            continue;
-        }
-        for (size_t k = 0; k < GRP_STAT_WORDS; k++)
-            words[k] = atomic_load_explicit(&gw->words[k], memory_order_relaxed);
-        atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(&gw->seq, memory_order_relaxed) == s1)
-            break;
-    }
+    grp_seqlock_read(&gw->seq, gw->words, words, GRP_STAT_WORDS);
     memcpy(out, words, sizeof(words));
     return 0;
 }

@@ -8,6 +8,7 @@
 #define FLOORMTA_ENGINE_GROUP_INT_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -158,6 +159,37 @@ struct eng_group {
     atomic_uint_fast64_t refused;
     struct grp_worker *workers; /* n of them */
 };
+
+/* The seqlock over a worker's published words (stats, metrics): one writer (the
+ * worker's thread) that never waits; readers on any thread retry while it writes (an
+ * odd sequence). n words from src / into dst. */
+static inline void grp_seqlock_write(atomic_uint_fast64_t *seq, atomic_uint_fast64_t *words,
+                                     const uint64_t *src, size_t n)
+{
+    uint64_t s = atomic_load_explicit(seq, memory_order_relaxed);
+    atomic_store_explicit(seq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    for (size_t i = 0; i < n; i++)
+        atomic_store_explicit(&words[i], src[i], memory_order_relaxed);
+    atomic_store_explicit(seq, s + 2, memory_order_release);
+}
+
+static inline void grp_seqlock_read(atomic_uint_fast64_t *seq, atomic_uint_fast64_t *words,
+                                    uint64_t *dst, size_t n)
+{
+    for (;;) {
+        uint64_t s0 = atomic_load_explicit(seq, memory_order_acquire);
+        if (s0 & 1) {
+            sched_yield();
+            continue;
+        }
+        for (size_t i = 0; i < n; i++)
+            dst[i] = atomic_load_explicit(&words[i], memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(seq, memory_order_relaxed) == s0)
+            return;
+    }
+}
 
 /* The worker of g running on the calling thread, or NULL (group_worker.c). */
 struct grp_worker *eng_group_self(const struct eng_group *g);

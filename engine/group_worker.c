@@ -54,6 +54,7 @@ struct grp_thread {
     bool svc_started[ENG_GROUP_MAX_SERVICES];
     bool svc_stopped;       /* the services' stop ran */
     uint64_t metrics_at_ms; /* when the metrics were last published */
+    bool metrics_dirty;     /* a publish was skipped for the interval: due later */
 };
 
 /* The worker whose thread this is (set once by eng_group_worker_main). */
@@ -103,29 +104,25 @@ static void publish(struct grp_thread *t)
     }
     uint64_t words[GRP_STAT_WORDS];
     memcpy(words, &t->st, sizeof(words));
-    uint64_t s = atomic_load_explicit(&gw->seq, memory_order_relaxed);
-    atomic_store_explicit(&gw->seq, s + 1, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);
-    for (size_t i = 0; i < GRP_STAT_WORDS; i++)
-        atomic_store_explicit(&gw->words[i], words[i], memory_order_relaxed);
-    atomic_store_explicit(&gw->seq, s + 2, memory_order_release);
+    grp_seqlock_write(&gw->seq, gw->words, words, GRP_STAT_WORDS);
 }
 
 /* The metrics: the worker's own, plus the gauges of this thread's pool, resolver and
  * capability cache; a seqlock like publish(), but only every GRP_METRICS_MS (or when
  * forced, at the end). */
-static void publish_metrics(struct grp_thread *t, bool force)
+static bool publish_metrics(struct grp_thread *t, bool force)
 {
     if (!t->r.worker)
-        return;
+        return false;
     /* The clock itself, not the loop's: that one moves only when something completes,
      * and an idle worker must still publish its last attempts' figures. */
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     if (!force && now - t->metrics_at_ms < GRP_METRICS_MS)
-        return;
+        return t->metrics_dirty = true; /* the next iteration, at most GRP_METRICS_MS on */
     t->metrics_at_ms = now;
+    t->metrics_dirty = false;
     struct eng_metrics m;
     eng_worker_metrics(t->r.worker, &m);
     if (t->r.pool) {
@@ -149,12 +146,8 @@ static void publish_metrics(struct grp_thread *t, bool force)
     uint64_t words[GRP_METRIC_WORDS];
     memcpy(words, &m, sizeof(words));
     struct grp_worker *gw = t->gw;
-    uint64_t s = atomic_load_explicit(&gw->mseq, memory_order_relaxed);
-    atomic_store_explicit(&gw->mseq, s + 1, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);
-    for (size_t i = 0; i < GRP_METRIC_WORDS; i++)
-        atomic_store_explicit(&gw->mwords[i], words[i], memory_order_relaxed);
-    atomic_store_explicit(&gw->mseq, s + 2, memory_order_release);
+    grp_seqlock_write(&gw->mseq, gw->mwords, words, GRP_METRIC_WORDS);
+    return false;
 }
 
 /* ---- capability cache files ---------------------------------------------------------- */
@@ -532,7 +525,9 @@ void *eng_group_worker_main(void *arg)
     while (!atomic_load(&gw->stop)) {
         /* Bounded wait, and a poll that could not be armed (a full submission queue)
          * is armed again here: a lost watch on the inbox delays it, never stalls it. */
-        rc = eng_loop_run_once(t.r.loop, 1000);
+        /* Idle, the loop wakes once a second; with metrics not yet published, as soon
+         * as they may be, so a scrape right after a burst sees its last attempts. */
+        rc = eng_loop_run_once(t.r.loop, t.metrics_dirty ? GRP_METRICS_MS : 1000);
         if (rc >= 0 && !eng_handle_busy(t.r.loop, t.h_inbox, ENG_OP_POLL)) {
             inbox_arm(&t);
             inbox_drain(&t);

@@ -81,6 +81,7 @@ listen:
     key_file: $WORK/pki/valid.key
 api:
   tokens: ["$TOKEN"]
+  local_token_file: ""      # no token file: the "no token" case below gets the API's 401
 log:
   delivery: $WORK/log/delivery.log
   engine: $WORK/log/engine.log
