@@ -14,23 +14,40 @@
 # message counted by the sink) and CPU milliseconds per message of the MTA (floormta:
 # the daemon's utime+stime; Postfix: the master's utime+stime+cutime+cstime plus the
 # utime+stime(+cutime+cstime) of its live children), sampled before the injection and
-# after the MTA's queue is empty again; then the ratios floormta/Postfix. Writes
-# $OUT/compare_postfix.json and appends a table to $OUT/results.md.
+# after the MTA's queue is empty again; then the ratios floormta/Postfix.
+#
+# Writes to OUTDIR (BENCH_RESULTS, default bench/results):
+#   compare_postfix.json                  every run, the means and the ratios
+#   compare_postfix-WORKLOAD-MTA-ROUND.json  one per run, {scenario, params, spool, load}
+#                                         like bench/scenarios.sh's (load = floormta-load's
+#                                         report, its engine CPU replaced by the above)
+#   results.md                            a row per run in bench/scenarios.sh's table
+#                                         (its header first if the file is new), then a
+#                                         "floormta vs Postfix" table of means and ratios
 #
 # Usage (as root: Postfix's daemons drop to the postfix user):
 #   bench/compare_postfix.sh [-n MESSAGES] [-r ROUNDS] [-d DOMAINS] [-c CONNS] [-s SIZE] [-o OUTDIR]
-# Environment: FLOORMTA_BIN (default ./build), FLOORMTA_KEEP_WORK=1 keeps the scratch folder.
+# defaults: 3000 messages (300 with BENCH_SCALE=small), 2 rounds, 20 domains for
+# many-domains, 8 injecting connections, 10240-byte messages.
+# Environment (bench/scenarios.sh's hook sets them): FLOORMTA_BIN (default build/),
+# BENCH_RESULTS, BENCH_SCALE (full|small), BENCH_SYNC_FS (1: floormta's spool with
+# sync_fs; Postfix has no such mode), BENCH_LIB (scenario_lib.sh: its scen_table_row
+# writes the rows), BENCH_SCRATCH (parent of the scratch folder, default /var/tmp),
+# FLOORMTA_KEEP_WORK=1 keeps the scratch folder.
 # Nothing outside the scratch folder and OUTDIR is written; /etc/postfix is only read.
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${FLOORMTA_BIN:-$ROOT/build}
-N=2000
+BENCH_SCALE=${BENCH_SCALE:-full}
+BENCH_SYNC_FS=${BENCH_SYNC_FS:-0}
+N=3000
+[ "$BENCH_SCALE" = small ] && N=300
 ROUNDS=2
 DOMAINS=20
 CONNS=8
 SIZE=10240
-OUT=$ROOT/bench/results
+OUT=${BENCH_RESULTS:-$ROOT/bench/results}
 
 usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-1}"; }
 while getopts "n:r:d:c:s:o:h" opt; do
@@ -57,7 +74,7 @@ for b in floormta floormta-sink floormta-load floormta-testpki; do
 done
 id postfix >/dev/null 2>&1 && getent group postdrop >/dev/null || die "no postfix user / postdrop group"
 
-WORK=$(mktemp -d /tmp/floormta-cmp.XXXXXX)
+WORK=$(mktemp -d "${BENCH_SCRATCH:-/var/tmp}/floormta-cmp.XXXXXX")
 chmod 755 "$WORK" # Postfix's daemons (user postfix) reach their folders through it
 PIDS=()
 PFX=$WORK/postfix
@@ -153,6 +170,7 @@ cat >"$WORK/floormta.yaml" <<EOF
 workers: 2
 spool:
   dir: $WORK/spool
+  sync_fs: $([ "$BENCH_SYNC_FS" = 1 ] && echo true || echo false)
 dns:
   servers: ["127.0.0.1:$DNS_PORT"]
 tls:
@@ -282,6 +300,10 @@ done
 [ -n "$PFX_MASTER" ] && ss -ltn "sport = :$PFX_PORT" | grep -q LISTEN ||
     die "postfix is not listening on 127.0.0.1:$PFX_PORT: $(cat "$PFX/maillog" 2>/dev/null)"
 
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+PFX_VERSION=$(/usr/sbin/postconf -d -h mail_version 2>/dev/null)
+mkdir -p "$OUT" || die "cannot make $OUT"
+
 # ---- measurement ---------------------------------------------------------------------------------
 HZ=$(getconf CLK_TCK)
 
@@ -332,10 +354,12 @@ run_one() {
     one-domain) domains=1 suffix=one.floormta.test ;;
     many-domains) domains=$DOMAINS suffix=many.floormta.test ;;
     esac
-    local tag="$wl-$mta-$round"
+    local tag="$wl-$mta-$round" pid=()
+    # floormta's peak RSS comes from floormta-load (--pid); Postfix has no single process.
+    [ "$mta" = floormta ] && pid=(--pid "$FMTA_PID")
     c0=$(cpu_$mta)
     "$BIN/floormta-load" --smtp "127.0.0.1:$port" --count "$N" --conns "$CONNS" \
-        --domains "$domains" --suffix "$suffix" --size "$SIZE" --stats-file "$STATS" \
+        --domains "$domains" --suffix "$suffix" --size "$SIZE" --stats-file "$STATS" "${pid[@]}" \
         --wait 120 --quiet --json "$WORK/$tag.json" >"$WORK/$tag.out" 2>"$WORK/$tag.err"
     rc=$?
     # What the MTA still does once the sink has everything (queue file removal, logging)
@@ -352,6 +376,25 @@ run_one() {
             cpu_ms_per_msg: (if (.delivered // 0) > 0 then $ticks / $hz * 1000 / .delivered else null end),
             latency_p50_ms: .latency_ms.p50, latency_p99_ms: .latency_ms.p99
         }' "$WORK/$tag.json" || echo "{\"workload\":\"$wl\",\"mta\":\"$mta\",\"round\":$round,\"exit\":$rc}"
+    [ "$round" = 0 ] && return
+    # The run in bench/scenarios.sh's shape: its table row reads this file.
+    jq --arg name "compare_postfix-$tag" --arg mta "$mta" --arg wl "$wl" --argjson round "$round" \
+        --argjson ticks "$((c1 - c0))" --argjson hz "$HZ" --argjson domains "$domains" \
+        --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg commit "$COMMIT" \
+        --argjson sync "$([ "$BENCH_SYNC_FS" = 1 ] && [ "$mta" = floormta ] && echo true || echo false)" \
+        --arg pfxver "$PFX_VERSION" '
+        {scenario: $name, date: $date, commit: $commit,
+         params: {description: (if $mta == "floormta" then "floormta, 2 workers" else "Postfix \($pfxver) (private instance)" end),
+                  mta: $mta, workload: $wl, round: $round,
+                  workers: (if $mta == "floormta" then 2 else null end), domains: $domains},
+         spool: {sync_fs: $sync},
+         load: (. + {engine: {
+             what: (if $mta == "floormta" then "the daemon: utime+stime"
+                    else "the Postfix master and its children: utime+stime+cutime+cstime" end),
+             cpu_seconds: ($ticks / $hz),
+             cpu_ms_per_message: (if (.delivered // 0) > 0 then $ticks / $hz * 1000 / .delivered else null end),
+             peak_rss_kb: (.engine.peak_rss_kb // null)}})}' \
+        "$WORK/$tag.json" >"$OUT/compare_postfix-$tag.json"
 }
 
 # ---- check the TLS of each MTA once before measuring --------------------------------------------
@@ -387,48 +430,91 @@ for wl in one-domain many-domains; do
 done
 
 # ---- the report ------------------------------------------------------------------------------------
-mkdir -p "$OUT"
+# table_header / table_row NAME NOTE: bench/scenarios.sh's table (its scen_table_row when
+# BENCH_LIB names scenario_lib.sh; the same format otherwise).
+table_header() {
+    cat <<'EOF'
+| run | workers | messages | size | domains | spool sync | delivered msgs/s | inject->deliver p50 / p99 ms | engine CPU ms/msg | peak RSS MB | notes |
+| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |
+EOF
+}
+table_row() {
+    if [ -n "${BENCH_LIB:-}" ] && [ -r "$BENCH_LIB" ]; then
+        # A subshell: the library sets its own EXIT trap and variables.
+        (BIN=$BIN RESULTS=$OUT && . "$BENCH_LIB" && scen_table_row "$1" "$2") && return
+    fi
+    jq -r --arg note "$2" '
+        def n(x): if x == null then "-" else x end;
+        def r(x; d): if x == null then "-" else ((x * pow(10; d) | round) / pow(10; d) | tostring) end;
+        def sz(b): if b >= 1024 and (b % 1024) == 0 then "\(b / 1024) KB" else "\(b) B" end;
+        .load as $l |
+        "| \(.scenario) | \(n(.params.workers)) | \(n($l.injected)) | \(sz($l.config.size)) | \(n(.params.domains // $l.config.domains))"
+        + " | \(if .spool.sync_fs then "syncfs" else "fdatasync" end)"
+        + " | \(r($l.deliver_rate; 0)) | \(r($l.latency_ms.p50; 1)) / \(r($l.latency_ms.p99; 1))"
+        + " | \(r($l.engine.cpu_ms_per_message; 3)) | \(r(($l.engine.peak_rss_kb // null) | if . == null then null else . / 1024 end; 1))"
+        + " | \($note) |"' "$OUT/$1.json" >>"$OUT/results.md"
+}
+
 CPU_MODEL=$(sed -n 's/^model name[ \t]*: //p' /proc/cpuinfo | head -1)
-jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg host "$(uname -r)" --arg cpu "$CPU_MODEL" \
-    --argjson ncpu "$(nproc)" --arg postfix "$(/usr/sbin/postconf -d -h mail_version 2>/dev/null)" \
-    --arg commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)" \
+jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" --arg cpu "$CPU_MODEL" \
+    --argjson ncpu "$(nproc)" --arg postfix "$PFX_VERSION" --arg commit "$COMMIT" \
     --argjson n "$N" --argjson rounds "$ROUNDS" --argjson domains "$DOMAINS" \
-    --argjson conns "$CONNS" --arg size "$SIZE" --arg pfx_tls "$PFX_TLS" '
+    --argjson conns "$CONNS" --arg size "$SIZE" --arg pfx_tls "$PFX_TLS" --arg fmta_tls "$FMTA_TLS" \
+    --argjson sync "$([ "$BENCH_SYNC_FS" = 1 ] && echo true || echo false)" '
     def mean(f): (map(f) | add) / length;
     {
       scenario: "compare_postfix",
-      description: "The same floormta-load injection through floormta and through Postfix, alternating; msgs/s = deliver rate (first injection to last message at the sink), CPU ms/msg = the MTA process tree utime+stime per delivered message; ratio = floormta / Postfix (throughput: >1 means floormta is faster; CPU: <1 means floormta uses less)",
-      date: $date, commit: $commit, kernel: $host, cpu: $cpu, cpus: $ncpu, postfix_version: $postfix,
-      config: {messages: $n, rounds: $rounds, many_domains: $domains, conns: $conns, size: $size},
-      postfix_first_tls: $pfx_tls,
+      description: "The same floormta-load injection through floormta and through Postfix, alternating. msgs_per_s: floormta-load deliver rate (first injection to the last message counted by the sink); cpu_ms_per_msg: the MTA process tree utime+stime per delivered message (Postfix: master + reaped and live children), from before the injection until its queue is empty; ratio = floormta / Postfix (throughput > 1: floormta faster; CPU < 1: floormta uses less).",
+      date: $date, commit: $commit, kernel: $kernel, cpu: $cpu, cpus: $ncpu, postfix_version: $postfix,
+      config: {messages: $n, rounds: $rounds, many_domains: $domains, conns: $conns, size: $size,
+               floormta_workers: 2, floormta_spool_sync_fs: $sync, connections_per_destination: 10},
+      first_tls: {floormta: $fmta_tls, postfix: $pfx_tls},
       runs: .,
       summary: (group_by(.workload) | map({
         workload: .[0].workload,
-        floormta: (map(select(.mta == "floormta")) | {msgs_per_s: mean(.msgs_per_s), cpu_ms_per_msg: mean(.cpu_ms_per_msg)}),
-        postfix: (map(select(.mta == "postfix")) | {msgs_per_s: mean(.msgs_per_s), cpu_ms_per_msg: mean(.cpu_ms_per_msg)})
+        floormta: (map(select(.mta == "floormta")) | {msgs_per_s: mean(.msgs_per_s), cpu_ms_per_msg: mean(.cpu_ms_per_msg), latency_p50_ms: mean(.latency_p50_ms)}),
+        postfix: (map(select(.mta == "postfix")) | {msgs_per_s: mean(.msgs_per_s), cpu_ms_per_msg: mean(.cpu_ms_per_msg), latency_p50_ms: mean(.latency_p50_ms)})
       } | . + {
         throughput_ratio: (.floormta.msgs_per_s / .postfix.msgs_per_s),
         cpu_per_msg_ratio: (.floormta.cpu_ms_per_msg / .postfix.cpu_ms_per_msg)
       }) | sort_by(.workload) | reverse)
     }' "$ROWS" >"$OUT/compare_postfix.json" || die "cannot write $OUT/compare_postfix.json"
 
+[ -s "$OUT/results.md" ] || table_header >"$OUT/results.md"
+while read -r row; do
+    wl=$(jq -r .workload <<<"$row")
+    mta=$(jq -r .mta <<<"$row")
+    round=$(jq -r .round <<<"$row")
+    if [ "$mta" = floormta ]; then
+        note="floormta vs Postfix, $wl, round $round (the same load as the next row)"
+    else
+        note=$(jq -r --arg wl "$wl" --argjson round "$round" --arg v "$PFX_VERSION" '
+            def r(x): if x == null then "-" else (x * 100 | round / 100 | tostring) end;
+            (.runs | map(select(.workload == $wl and .round == $round)) | INDEX(.mta)) as $p
+            | "Postfix \($v), \($wl), round \($round); floormta/Postfix: msgs/s x\(r($p.floormta.msgs_per_s / $p.postfix.msgs_per_s)), CPU/msg x\(r($p.floormta.cpu_ms_per_msg / $p.postfix.cpu_ms_per_msg))"
+            + (if $p.postfix.delivered_all and $p.floormta.delivered_all then "" else "; MISSING deliveries" end)' \
+            "$OUT/compare_postfix.json")
+    fi
+    table_row "compare_postfix-$wl-$mta-$round" "$note"
+done <"$ROWS"
+
 TABLE=$(jq -r '
-    def f1: . * 10 | round / 10 | tostring;
-    def f3: . * 1000 | round / 1000 | tostring;
-    def f2: . * 100 | round / 100 | tostring;
-    "### floormta vs Postfix \(.postfix_version) (bench/compare_postfix.sh, \(.date), \(.commit), \(.cpus) CPUs)",
+    def r(x; d): if x == null then "-" else ((x * pow(10; d) | round) / pow(10; d) | tostring) end;
     "",
-    "\(.config.messages) messages x \(.config.rounds) rounds each, \(.config.size)-byte, \(.config.conns) injecting connections; many-domains = \(.config.many_domains) domains. Means over the rounds; ratio = floormta / Postfix.",
+    "#### floormta vs Postfix \(.postfix_version): means of \(.config.rounds) alternating rounds (bench/compare_postfix.sh, \(.date), \(.commit), \(.cpus) CPUs)",
     "",
-    "| scenario | floormta msgs/s | Postfix msgs/s | throughput ratio | floormta CPU ms/msg | Postfix CPU ms/msg | CPU/msg ratio |",
+    "\(.config.messages) messages of \(.config.size) bytes per run over \(.config.conns) SMTP connections; one-domain = 1 domain, many-domains = \(.config.many_domains) domains each with its own MX name and address; 10 connections per destination, verified TLS >= 1.2 for both. Ratio = floormta / Postfix.",
+    "",
+    "| workload | floormta msgs/s | Postfix msgs/s | msgs/s ratio | floormta CPU ms/msg | Postfix CPU ms/msg | CPU/msg ratio |",
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    (.summary[] | "| compare_postfix \(.workload) | \(.floormta.msgs_per_s | f1) | \(.postfix.msgs_per_s | f1) | \(.throughput_ratio | f2) | \(.floormta.cpu_ms_per_msg | f3) | \(.postfix.cpu_ms_per_msg | f3) | \(.cpu_per_msg_ratio | f2) |")
-    ' "$OUT/compare_postfix.json")
-{ echo; echo "$TABLE"; } >>"$OUT/results.md"
+    (.summary[] | "| \(.workload) | \(r(.floormta.msgs_per_s; 0)) | \(r(.postfix.msgs_per_s; 0)) | \(r(.throughput_ratio; 2)) | \(r(.floormta.cpu_ms_per_msg; 3)) | \(r(.postfix.cpu_ms_per_msg; 3)) | \(r(.cpu_per_msg_ratio; 2)) |"),
+    ""' "$OUT/compare_postfix.json")
+echo "$TABLE" >>"$OUT/results.md"
 echo "$TABLE"
-echo
 echo "runs:"
-jq -r '.runs[] | "  \(.workload) \(.mta) #\(.round): \(.msgs_per_s * 10 | round / 10) msgs/s, \(.cpu_ms_per_msg * 1000 | round / 1000) ms CPU/msg, p50 \(.latency_p50_ms) ms, p99 \(.latency_p99_ms) ms, delivered \(.delivered)/\(.injected)"' "$OUT/compare_postfix.json"
-echo "wrote $OUT/compare_postfix.json, appended to $OUT/results.md"
+jq -r 'def r(x; d): if x == null then "-" else ((x * pow(10; d) | round) / pow(10; d) | tostring) end;
+    .runs[] | "  \(.workload) \(.mta) #\(.round): \(r(.msgs_per_s; 1)) msgs/s, \(r(.cpu_ms_per_msg; 3)) ms CPU/msg, inject->deliver p50 \(r(.latency_p50_ms; 1)) ms p99 \(r(.latency_p99_ms; 1)) ms, delivered \(.delivered)/\(.injected)"' \
+    "$OUT/compare_postfix.json"
+echo "wrote $OUT/compare_postfix.json and compare_postfix-*.json, appended to $OUT/results.md"
 bad=$(jq '[.runs[] | select(.exit != 0 or .delivered_all != true)] | length' "$OUT/compare_postfix.json")
 [ "$bad" = 0 ] || { echo "compare_postfix: $bad run(s) did not deliver everything"; exit 2; }
