@@ -33,7 +33,8 @@
 # BENCH_RESULTS, BENCH_SCALE (full|small), BENCH_SYNC_FS (1: floormta's spool with
 # sync_fs; Postfix has no such mode), BENCH_LIB (scenario_lib.sh: its scen_table_row
 # writes the rows), BENCH_SCRATCH (parent of the scratch folder, default /var/tmp),
-# FLOORMTA_KEEP_WORK=1 keeps the scratch folder.
+# FLOORMTA_KEEP_WORK=1 keeps the scratch folder. POSTFIX_TLS_REUSE=no: Postfix without
+# smtp_tls_connection_reuse (a new TLS connection per delivery, resumed sessions only).
 # Nothing outside the scratch folder and OUTDIR is written; /etc/postfix is only read.
 set -u
 
@@ -41,6 +42,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${FLOORMTA_BIN:-$ROOT/build}
 BENCH_SCALE=${BENCH_SCALE:-full}
 BENCH_SYNC_FS=${BENCH_SYNC_FS:-0}
+PFX_TLS_REUSE=${POSTFIX_TLS_REUSE:-yes}
 N=3000
 [ "$BENCH_SCALE" = small ] && N=300
 ROUNDS=2
@@ -276,7 +278,7 @@ smtp_tls_loglevel = 1
 # Connection reuse (floormta: messages_per_connection 100, idle_timeout 10s); with TLS
 # Postfix reuses connections only through tlsproxy.
 smtp_connection_cache_on_demand = yes
-smtp_tls_connection_reuse = yes
+smtp_tls_connection_reuse = $PFX_TLS_REUSE
 smtp_connection_reuse_count_limit = 100
 
 # Concurrency: 10 connections per destination, like floormta's connections_per_host.
@@ -460,14 +462,15 @@ jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" --a
     --argjson ncpu "$(nproc)" --arg postfix "$PFX_VERSION" --arg commit "$COMMIT" \
     --argjson n "$N" --argjson rounds "$ROUNDS" --argjson domains "$DOMAINS" \
     --argjson conns "$CONNS" --arg size "$SIZE" --arg pfx_tls "$PFX_TLS" --arg fmta_tls "$FMTA_TLS" \
-    --argjson sync "$([ "$BENCH_SYNC_FS" = 1 ] && echo true || echo false)" '
+    --argjson sync "$([ "$BENCH_SYNC_FS" = 1 ] && echo true || echo false)" --arg reuse "$PFX_TLS_REUSE" '
     def mean(f): (map(f) | add) / length;
     {
       scenario: "compare_postfix",
       description: "The same floormta-load injection through floormta and through Postfix, alternating. msgs_per_s: floormta-load deliver rate (first injection to the last message counted by the sink); cpu_ms_per_msg: the MTA process tree utime+stime per delivered message (Postfix: master + reaped and live children), from before the injection until its queue is empty; ratio = floormta / Postfix (throughput > 1: floormta faster; CPU < 1: floormta uses less).",
       date: $date, commit: $commit, kernel: $kernel, cpu: $cpu, cpus: $ncpu, postfix_version: $postfix,
       config: {messages: $n, rounds: $rounds, many_domains: $domains, conns: $conns, size: $size,
-               floormta_workers: 2, floormta_spool_sync_fs: $sync, connections_per_destination: 10},
+               floormta_workers: 2, floormta_spool_sync_fs: $sync, connections_per_destination: 10,
+               postfix_tls_connection_reuse: $reuse},
       first_tls: {floormta: $fmta_tls, postfix: $pfx_tls},
       runs: .,
       summary: (group_by(.workload) | map({
@@ -503,7 +506,7 @@ TABLE=$(jq -r '
     "",
     "#### floormta vs Postfix \(.postfix_version): means of \(.config.rounds) alternating rounds (bench/compare_postfix.sh, \(.date), \(.commit), \(.cpus) CPUs)",
     "",
-    "\(.config.messages) messages of \(.config.size) bytes per run over \(.config.conns) SMTP connections; one-domain = 1 domain, many-domains = \(.config.many_domains) domains each with its own MX name and address; 10 connections per destination, verified TLS >= 1.2 for both. Ratio = floormta / Postfix.",
+    "\(.config.messages) messages of \(.config.size) bytes per run over \(.config.conns) SMTP connections; one-domain = 1 domain, many-domains = \(.config.many_domains) domains each with its own MX name and address; 10 connections per destination, verified TLS >= 1.2 for both; Postfix smtp_tls_connection_reuse = \(.config.postfix_tls_connection_reuse). Ratio = floormta / Postfix.",
     "",
     "| workload | floormta msgs/s | Postfix msgs/s | msgs/s ratio | floormta CPU ms/msg | Postfix CPU ms/msg | CPU/msg ratio |",
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
