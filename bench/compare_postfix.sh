@@ -26,9 +26,12 @@
 #                                         "floormta vs Postfix" table of means and ratios
 #
 # Usage (as root: Postfix's daemons drop to the postfix user):
-#   bench/compare_postfix.sh [-n MESSAGES] [-r ROUNDS] [-d DOMAINS] [-c CONNS] [-s SIZE] [-o OUTDIR]
+#   bench/compare_postfix.sh [-n MESSAGES] [-r ROUNDS] [-d DOMAINS] [-c CONNS] [-s SIZE]
+#                            [-p PER_DESTINATION] [-o OUTDIR]
 # defaults: 3000 messages (300 with BENCH_SCALE=small), 2 rounds, 20 domains for
-# many-domains, 8 injecting connections, 10240-byte messages.
+# many-domains, 8 injecting connections, 10240-byte messages, 10 delivery connections
+# per destination (floormta's limits.connections_per_host, Postfix's
+# smtp_destination_concurrency_limit).
 # Environment (bench/scenarios.sh's hook sets them): FLOORMTA_BIN (default build/),
 # BENCH_RESULTS, BENCH_SCALE (full|small), BENCH_SYNC_FS (1: floormta's spool with
 # sync_fs; Postfix has no such mode), BENCH_LIB (scenario_lib.sh: its scen_table_row
@@ -49,16 +52,18 @@ ROUNDS=2
 DOMAINS=20
 CONNS=8
 SIZE=10240
+PER_DEST=10
 OUT=${BENCH_RESULTS:-$ROOT/bench/results}
 
 usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-1}"; }
-while getopts "n:r:d:c:s:o:h" opt; do
+while getopts "n:r:d:c:s:p:o:h" opt; do
     case $opt in
     n) N=$OPTARG ;;
     r) ROUNDS=$OPTARG ;;
     d) DOMAINS=$OPTARG ;;
     c) CONNS=$OPTARG ;;
     s) SIZE=$OPTARG ;;
+    p) PER_DEST=$OPTARG ;;
     o) OUT=$OPTARG ;;
     h) usage 0 ;;
     *) usage 1 ;;
@@ -184,7 +189,7 @@ delivery:
   connect_timeout: 5s
   reply_timeout: 30s
 limits:
-  connections_per_host: 10
+  connections_per_host: $PER_DEST
 listen:
   smtp:
     - address: 127.0.0.1:$FMTA_PORT
@@ -237,6 +242,9 @@ awk -v port="$PFX_PORT" '
     done
 } >"$PFX/conf/tls_policy"
 
+# Enough smtp(8) processes for every destination at its limit (and smtpd, cleanup, tlsproxy).
+PROC_LIMIT=$((PER_DEST * (DOMAINS + 1) + 50))
+[ "$PROC_LIMIT" -ge 250 ] || PROC_LIMIT=250
 cat >"$PFX/conf/main.cf" <<EOF
 # A private instance for bench/compare_postfix.sh (not the system's /etc/postfix).
 compatibility_level = 3.6
@@ -281,9 +289,9 @@ smtp_connection_cache_on_demand = yes
 smtp_tls_connection_reuse = $PFX_TLS_REUSE
 smtp_connection_reuse_count_limit = 100
 
-# Concurrency: 10 connections per destination, like floormta's connections_per_host.
-smtp_destination_concurrency_limit = 10
-default_process_limit = 250
+# Concurrency: connections per destination, like floormta's connections_per_host.
+smtp_destination_concurrency_limit = $PER_DEST
+default_process_limit = $PROC_LIMIT
 EOF
 chown postfix "$PFX/data"
 chmod 644 "$PFX/conf/"*
@@ -359,6 +367,8 @@ run_one() {
     local tag="$wl-$mta-$round" pid=()
     # floormta's peak RSS comes from floormta-load (--pid); Postfix has no single process.
     [ "$mta" = floormta ] && pid=(--pid "$FMTA_PID")
+    local load0
+    load0=$(cut -d' ' -f1 /proc/loadavg)
     c0=$(cpu_$mta)
     "$BIN/floormta-load" --smtp "127.0.0.1:$port" --count "$N" --conns "$CONNS" \
         --domains "$domains" --suffix "$suffix" --size "$SIZE" --stats-file "$STATS" "${pid[@]}" \
@@ -370,8 +380,8 @@ run_one() {
     c1=$(cpu_$mta)
     [ "$rc" = 0 ] || log "floormta-load exit $rc for $tag: $(tail -3 "$WORK/$tag.err")"
     jq -c --arg mta "$mta" --arg wl "$wl" --argjson round "$round" --argjson rc "$rc" \
-        --argjson ticks "$((c1 - c0))" --argjson hz "$HZ" '{
-            workload: $wl, mta: $mta, round: $round, exit: $rc,
+        --argjson ticks "$((c1 - c0))" --argjson hz "$HZ" --argjson load0 "$load0" '{
+            workload: $wl, mta: $mta, round: $round, exit: $rc, loadavg_1m_before: $load0,
             injected, delivered, delivered_all,
             msgs_per_s: .deliver_rate, inject_per_s: .inject_rate, seconds: .deliver_seconds,
             cpu_s: ($ticks / $hz),
@@ -462,14 +472,14 @@ jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" --a
     --argjson ncpu "$(nproc)" --arg postfix "$PFX_VERSION" --arg commit "$COMMIT" \
     --argjson n "$N" --argjson rounds "$ROUNDS" --argjson domains "$DOMAINS" \
     --argjson conns "$CONNS" --arg size "$SIZE" --arg pfx_tls "$PFX_TLS" --arg fmta_tls "$FMTA_TLS" \
-    --argjson sync "$([ "$BENCH_SYNC_FS" = 1 ] && echo true || echo false)" --arg reuse "$PFX_TLS_REUSE" '
+    --argjson sync "$([ "$BENCH_SYNC_FS" = 1 ] && echo true || echo false)" --arg reuse "$PFX_TLS_REUSE" --argjson perdest "$PER_DEST" '
     def mean(f): (map(f) | add) / length;
     {
       scenario: "compare_postfix",
       description: "The same floormta-load injection through floormta and through Postfix, alternating. msgs_per_s: floormta-load deliver rate (first injection to the last message counted by the sink); cpu_ms_per_msg: the MTA process tree utime+stime per delivered message (Postfix: master + reaped and live children), from before the injection until its queue is empty; ratio = floormta / Postfix (throughput > 1: floormta faster; CPU < 1: floormta uses less).",
       date: $date, commit: $commit, kernel: $kernel, cpu: $cpu, cpus: $ncpu, postfix_version: $postfix,
       config: {messages: $n, rounds: $rounds, many_domains: $domains, conns: $conns, size: $size,
-               floormta_workers: 2, floormta_spool_sync_fs: $sync, connections_per_destination: 10,
+               floormta_workers: 2, floormta_spool_sync_fs: $sync, connections_per_destination: $perdest,
                postfix_tls_connection_reuse: $reuse},
       first_tls: {floormta: $fmta_tls, postfix: $pfx_tls},
       runs: .,
@@ -506,7 +516,7 @@ TABLE=$(jq -r '
     "",
     "#### floormta vs Postfix \(.postfix_version): means of \(.config.rounds) alternating rounds (bench/compare_postfix.sh, \(.date), \(.commit), \(.cpus) CPUs)",
     "",
-    "\(.config.messages) messages of \(.config.size) bytes per run over \(.config.conns) SMTP connections; one-domain = 1 domain, many-domains = \(.config.many_domains) domains each with its own MX name and address; 10 connections per destination, verified TLS >= 1.2 for both; Postfix smtp_tls_connection_reuse = \(.config.postfix_tls_connection_reuse). Ratio = floormta / Postfix.",
+    "\(.config.messages) messages of \(.config.size) bytes per run over \(.config.conns) SMTP connections; one-domain = 1 domain, many-domains = \(.config.many_domains) domains each with its own MX name and address; \(.config.connections_per_destination) connections per destination, verified TLS >= 1.2 for both; Postfix smtp_tls_connection_reuse = \(.config.postfix_tls_connection_reuse). Ratio = floormta / Postfix.",
     "",
     "| workload | floormta msgs/s | Postfix msgs/s | msgs/s ratio | floormta CPU ms/msg | Postfix CPU ms/msg | CPU/msg ratio |",
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
