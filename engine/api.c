@@ -346,14 +346,7 @@ int eng_api_new(const struct eng_api_config *cfg, struct eng_api **out)
     api->max_rcpts =
             cfg->max_rcpts && cfg->max_rcpts < QUEUE_RCPTS_MAX ? cfg->max_rcpts : QUEUE_RCPTS_MAX;
     api->hostname = strdup(cfg->hostname ? cfg->hostname : "localhost");
-    api->tokens = calloc(cfg->ntokens + 1, sizeof *api->tokens);
-    int rc = api->hostname && api->tokens ? 0 : -ENOMEM;
-    for (unsigned i = 0; rc == 0 && i < cfg->ntokens; i++) {
-        if (!cfg->tokens[i] || !*cfg->tokens[i])
-            continue; /* an empty token would let an empty header in */
-        if (!(api->tokens[api->ntokens++] = strdup(cfg->tokens[i])))
-            rc = -ENOMEM;
-    }
+    int rc = api->hostname ? eng_api_set_tokens(api, cfg->tokens, cfg->ntokens) : -ENOMEM;
     if (rc == 0) {
         struct eng_http_config hc = {
             .loop = cfg->loop,
@@ -375,6 +368,37 @@ int eng_api_new(const struct eng_api_config *cfg, struct eng_api **out)
     return 0;
 }
 
+static void free_tokens(char **tokens, unsigned n)
+{
+    for (unsigned i = 0; tokens && i < n; i++)
+        free(tokens[i]);
+    free(tokens);
+}
+
+int eng_api_set_tokens(struct eng_api *api, const char *const *tokens, unsigned ntokens)
+{
+    if (!api || (ntokens && !tokens))
+        return -EINVAL;
+    /* The whole new list first: a failure leaves the old one in force. */
+    char **v = calloc(ntokens + 1, sizeof *v);
+    unsigned n = 0;
+    int rc = v ? 0 : -ENOMEM;
+    for (unsigned i = 0; rc == 0 && i < ntokens; i++) {
+        if (!tokens[i] || !*tokens[i])
+            continue; /* an empty token would let an empty header in */
+        if (!(v[n++] = strdup(tokens[i])))
+            rc = -ENOMEM;
+    }
+    if (rc != 0) {
+        free_tokens(v, n);
+        return rc;
+    }
+    free_tokens(api->tokens, api->ntokens);
+    api->tokens = v;
+    api->ntokens = n;
+    return 0;
+}
+
 uint16_t eng_api_port(const struct eng_api *api)
 {
     return eng_http_port(api->http);
@@ -386,9 +410,7 @@ void eng_api_free(struct eng_api *api)
         return;
     eng_api_messages_detach(api);
     eng_http_free(api->http);
-    for (unsigned i = 0; api->tokens && i < api->ntokens; i++)
-        free(api->tokens[i]);
-    free(api->tokens);
+    free_tokens(api->tokens, api->ntokens);
     free(api->hostname);
     free(api);
 }

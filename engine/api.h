@@ -104,6 +104,12 @@ struct eng_api_config {
  * eng_http_new returns. */
 int eng_api_new(const struct eng_api_config *cfg, struct eng_api **out);
 
+/* Replaces the bearer tokens accepted under /api/ (a configuration reload): tokens
+ * (ntokens of them, borrowed, copied; empty ones skipped; 0 = /api/ answers 401) hold
+ * from the next request on. All or nothing: returns 0, or -ENOMEM / -EINVAL with the
+ * old list still in force. Loop thread. */
+int eng_api_set_tokens(struct eng_api *api, const char *const *tokens, unsigned ntokens);
+
 /* The port the server listens on. */
 uint16_t eng_api_port(const struct eng_api *api);
 

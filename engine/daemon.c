@@ -67,45 +67,57 @@ static int open_log(const char *path)
     return fd >= 0 ? fd : -errno;
 }
 
-/* api.tokens, then tokens_file's lines (blank lines and "#" comments skipped). */
-static int load_tokens(struct eng_daemon *d)
+void eng_daemon_tokens_free(char **tokens, size_t n)
 {
-    const struct eng_config *c = d->cfg;
-    size_t cap = c->api.ntokens + 16;
-    d->tokens = calloc(cap, sizeof(char *));
-    if (!d->tokens)
+    for (size_t i = 0; tokens && i < n; i++)
+        free(tokens[i]);
+    free(tokens);
+}
+
+int eng_daemon_tokens_load(const struct eng_config *c, const char *local, char ***out, size_t *n)
+{
+    size_t cap = c->api.ntokens + 16, k = 0;
+    char **v = calloc(cap, sizeof(char *));
+    if (!v)
         return -ENOMEM;
-    for (size_t i = 0; i < c->api.ntokens; i++)
-        if (!(d->tokens[d->ntokens++] = strdup(c->api.tokens[i])))
-            return -ENOMEM;
-    if (!c->api.tokens_file)
-        return 0;
-    FILE *f = fopen(c->api.tokens_file, "re");
-    if (!f)
-        return -errno;
-    char line[1024];
     int rc = 0;
-    while (rc == 0 && fgets(line, sizeof(line), f)) {
+    for (size_t i = 0; rc == 0 && i < c->api.ntokens; i++)
+        if (!(v[k++] = strdup(c->api.tokens[i])))
+            rc = -ENOMEM;
+    FILE *f = NULL;
+    if (rc == 0 && c->api.tokens_file && !(f = fopen(c->api.tokens_file, "re")))
+        rc = -errno;
+    char line[1024];
+    while (rc == 0 && f && fgets(line, sizeof(line), f)) {
         line[strcspn(line, "\r\n")] = '\0';
         if (line[0] == '\0' || line[0] == '#')
             continue;
-        if (d->ntokens == cap) {
-            char **t = realloc(d->tokens, 2 * cap * sizeof(char *));
+        if (k + 1 >= cap) { /* room for this one and the local token */
+            char **t = realloc(v, 2 * cap * sizeof(char *));
             if (!t) {
                 rc = -ENOMEM;
                 break;
             }
-            d->tokens = t;
+            v = t;
             cap *= 2;
         }
-        if (!(d->tokens[d->ntokens++] = strdup(line)))
+        if (!(v[k++] = strdup(line)))
             rc = -ENOMEM;
     }
-    fclose(f);
-    return rc;
+    if (f)
+        fclose(f);
+    if (rc == 0 && local && !(v[k++] = strdup(local)))
+        rc = -ENOMEM;
+    if (rc != 0) {
+        eng_daemon_tokens_free(v, k);
+        return rc;
+    }
+    *out = v;
+    *n = k;
+    return 0;
 }
 
-static char *join_networks(const struct eng_config *c)
+char *eng_daemon_join_networks(const struct eng_config *c)
 {
     size_t n = 1;
     for (size_t i = 0; i < c->submission.nrelay_networks; i++)
@@ -129,12 +141,14 @@ static void daemon_free(struct eng_daemon *d)
     tls_ctx_free(d->server_tls);
     eng_policy_table_free(d->policy);
     eng_smtpd_credentials_free(d->creds);
-    for (size_t i = 0; i < d->ntokens; i++)
-        free(d->tokens[i]);
-    free(d->tokens);
+    for (size_t i = 0; i < d->nretired; i++)
+        eng_policy_table_free(d->retired[i]);
+    free(d->retired);
+    eng_daemon_tokens_free(d->tokens, d->ntokens);
     free(d->relay_networks);
     if (d->delivery_fd >= 0)
         close(d->delivery_fd);
+    eng_config_free(d->applied);
     eng_config_free(d->cfg);
 }
 
@@ -183,7 +197,7 @@ static int daemon_build(struct eng_daemon *d)
                 strerror(-rc));
         return 1;
     }
-    if ((rc = load_tokens(d)) != 0) {
+    if ((rc = eng_daemon_tokens_load(c, NULL, &d->tokens, &d->ntokens)) != 0) {
         eng_log(ENG_LOG_ERROR, "run: cannot load the API tokens: %s", strerror(-rc));
         return 1;
     }
@@ -192,7 +206,7 @@ static int daemon_build(struct eng_daemon *d)
                 c->api.local_token_file, strerror(-rc));
         return 1;
     }
-    if (!(d->relay_networks = join_networks(c)))
+    if (!(d->relay_networks = eng_daemon_join_networks(c)))
         return 1;
     if (c->log.delivery && (d->delivery_fd = open_log(c->log.delivery)) < 0) {
         eng_log(ENG_LOG_ERROR, "run: cannot open the delivery log %s: %s", c->log.delivery,

@@ -177,11 +177,11 @@ static int dm_submit(void *arg, const struct eng_smtpd_message *m, eng_smtpd_sub
 
 /* ---- the SMTP service -------------------------------------------------------------------- */
 
-static int smtp_start(void *arg, unsigned index, struct eng_loop *loop, void **state)
+void eng_daemon_smtpd_config(struct eng_daemon *d, const struct eng_config *c,
+                             const char *relay_networks, const struct eng_smtpd_credentials *creds,
+                             struct eng_smtpd_config *out)
 {
-    struct eng_daemon *d = arg;
-    const struct eng_config *c = d->cfg;
-    struct eng_smtpd_config sc = {
+    *out = (struct eng_smtpd_config){
         .tls = d->server_tls,
         .hostname = c->delivery.helo_name,
         .max_message_size = c->submission.max_message_size,
@@ -189,11 +189,19 @@ static int smtp_start(void *arg, unsigned index, struct eng_loop *loop, void **s
         .command_timeout_ms = c->submission.command_timeout_ms,
         .data_timeout_ms = c->submission.data_timeout_ms,
         .max_per_client = c->submission.max_connections_per_client,
-        .relay_networks = d->relay_networks,
-        .creds = d->creds,
+        .relay_networks = relay_networks,
+        .creds = creds,
         .submit = dm_submit,
         .submit_arg = d,
     };
+}
+
+static int smtp_start(void *arg, unsigned index, struct eng_loop *loop, void **state)
+{
+    struct eng_daemon *d = arg;
+    const struct eng_config *c = d->cfg;
+    struct eng_smtpd_config sc;
+    eng_daemon_smtpd_config(d, c, d->relay_networks, d->creds, &sc);
     for (size_t i = 0; i < c->listen.nsmtp && i < ENG_SMTPD_LISTEN_MAX; i++) {
         sc.listen[i].addr = c->listen.smtp[i].address;
         sc.listen[i].mode = c->listen.smtp[i].mode == ENG_LISTEN_IMPLICIT
@@ -218,14 +226,17 @@ static int smtp_start(void *arg, unsigned index, struct eng_loop *loop, void **s
                     : d->server_tls                                  ? "STARTTLS"
                                     : "no STARTTLS: no certificate");
         }
+    if (index < ENG_GROUP_MAX_WORKERS)
+        d->smtpd[index] = srv;
     *state = srv;
     return rc;
 }
 
 static void smtp_stop(void *arg, unsigned index, void *state)
 {
-    (void)arg;
-    (void)index;
+    struct eng_daemon *d = arg;
+    if (index < ENG_GROUP_MAX_WORKERS)
+        d->smtpd[index] = NULL; /* a reload no longer reaches it */
     eng_smtpd_shutdown(state);
 }
 
@@ -317,14 +328,16 @@ static int api_start(void *arg, unsigned index, struct eng_loop *loop, void **st
     }
     eng_log(ENG_LOG_INFO, "http: listening on %s (port %u)%s", d->cfg->listen.http,
             (unsigned)eng_api_port(a->api), d->ntokens ? "" : "; no API token: /api/ answers 401");
+    d->api = a->api;
     *state = a;
     return 0;
 }
 
 static void api_stop(void *arg, unsigned index, void *state)
 {
-    (void)arg;
     (void)index;
+    struct eng_daemon *d = arg;
+    d->api = NULL;
     struct dm_api *a = state;
     eng_api_free(a->api); /* requests still waiting for their enqueue get 503 */
     a->api = NULL;

@@ -177,11 +177,14 @@ typedef void (*eng_group_call_fn)(struct eng_worker *w, void *arg);
  * blocks on a semaphore meanwhile; fn should be short (it holds up that worker's loop
  * and the caller's). Control plane: one allocation per call.
  *
- * Deadlock-freedom rests on one rule: only ONE thread ever makes cross-worker calls —
- * the HTTP API's, worker 0 — and fn itself never calls eng_group_call nor waits for
- * another worker. A worker thread otherwise never blocks on another worker (every
- * other cross-thread push is non-blocking), so the worker asked always gets to its
- * inbox while the caller waits, and two workers can never wait for each other.
+ * Deadlock-freedom rests on one rule: among the workers only ONE ever makes
+ * cross-worker calls — the HTTP API's, worker 0 — and fn itself never calls
+ * eng_group_call nor waits for another worker or thread. Threads that are not workers
+ * (the daemon's main thread, for a SIGHUP reload) may call too: no worker ever waits
+ * for them, so a wait that starts at one of them can only reach worker 0, then another
+ * worker, and end there. A worker thread otherwise never blocks on another worker
+ * (every other cross-thread push is non-blocking), so the worker asked always gets to
+ * its inbox while the caller waits, and no cycle of waits can form.
  *
  * Should the worker have stopped (or stop) before running fn, the call gives up with
  * -ESHUTDOWN and fn never runs; arg is then never touched. Returns 0 (fn ran), -EINVAL

@@ -36,15 +36,15 @@ int smtpd_shared_init(struct smtpd_shared *sh, const struct eng_smtpd_config *cf
     if (strlen(host) > SMTPD_NAME_MAX)
         return -EINVAL;
     strcpy(sh->hostname, host);
-    sh->max_size = cfg->max_message_size ? cfg->max_message_size : 25u << 20;
-    sh->max_rcpts = cfg->max_rcpts ? cfg->max_rcpts : 100;
-    if (sh->max_rcpts > QUEUE_RCPTS_MAX)
+    sh->lim.max_size = cfg->max_message_size ? cfg->max_message_size : 25u << 20;
+    sh->lim.max_rcpts = cfg->max_rcpts ? cfg->max_rcpts : 100;
+    if (sh->lim.max_rcpts > QUEUE_RCPTS_MAX)
         return -EINVAL;
-    sh->command_timeout_ms = cfg->command_timeout_ms ? cfg->command_timeout_ms : 300000;
-    sh->data_timeout_ms = cfg->data_timeout_ms ? cfg->data_timeout_ms : 600000;
+    sh->lim.command_timeout_ms = cfg->command_timeout_ms ? cfg->command_timeout_ms : 300000;
+    sh->lim.data_timeout_ms = cfg->data_timeout_ms ? cfg->data_timeout_ms : 600000;
     sh->max_per_client = cfg->max_per_client ? cfg->max_per_client : 20;
     sh->max_sessions = cfg->max_sessions ? cfg->max_sessions : 1000;
-    sh->max_auth_failures = cfg->max_auth_failures ? cfg->max_auth_failures : 3;
+    sh->lim.max_auth_failures = cfg->max_auth_failures ? cfg->max_auth_failures : 3;
     int err = eng_smtpd_nets_parse(cfg->relay_networks, sh->nets, SMTPD_NETS_MAX, &sh->nnets);
     if (err != 0)
         return -EINVAL;
@@ -53,6 +53,20 @@ int smtpd_shared_init(struct smtpd_shared *sh, const struct eng_smtpd_config *cf
     struct timeval tv;
     gettimeofday(&tv, NULL);
     sh->id_base = (uint64_t)tv.tv_sec << 8 ^ (uint64_t)tv.tv_usec;
+    return 0;
+}
+
+int smtpd_shared_reconfigure(struct smtpd_shared *sh, const struct eng_smtpd_config *cfg)
+{
+    struct smtpd_shared next;
+    if (smtpd_shared_init(&next, cfg) != 0)
+        return -EINVAL;
+    sh->lim = next.lim;
+    sh->max_per_client = next.max_per_client;
+    sh->max_sessions = next.max_sessions;
+    memcpy(sh->nets, next.nets, sizeof(sh->nets));
+    sh->nnets = next.nnets;
+    sh->creds = next.creds;
     return 0;
 }
 
@@ -176,6 +190,19 @@ char *eng_smtpd_listen_address(const struct eng_smtpd *d, size_t i, char *out, s
         return NULL;
     snprintf(out, cap, "%s", d->lst[i].text);
     return out;
+}
+
+int eng_smtpd_reconfigure(struct eng_smtpd *d, const struct eng_smtpd_config *cfg)
+{
+    if (!d || !cfg)
+        return -EINVAL;
+    return smtpd_shared_reconfigure(&d->sh, cfg);
+}
+
+int eng_smtpd_reconfigure_check(const struct eng_smtpd_config *cfg)
+{
+    struct smtpd_shared tmp;
+    return cfg ? smtpd_shared_init(&tmp, cfg) : -EINVAL;
 }
 
 void eng_smtpd_shutdown(struct eng_smtpd *d)

@@ -216,6 +216,21 @@ int eng_smtpd_new(struct eng_loop *loop, const struct eng_smtpd_config *cfg,
  * out, or NULL when i is out of range. */
 char *eng_smtpd_listen_address(const struct eng_smtpd *d, size_t i, char *out, size_t cap);
 
+/* A configuration reload without re-binding: takes cfg's max_message_size, max_rcpts,
+ * timeouts, max_per_client, max_sessions, max_auth_failures, relay_networks and creds
+ * (borrowed: it must outlive the server or the next reconfigure; the caller may free
+ * the previous one once this returned, as no session keeps it across a callback);
+ * ignores its listeners, tls, hostname and submit, which stay as eng_smtpd_new made
+ * them. Sessions that start from now on get the new limits and relay networks; a
+ * session already open keeps its limits and its relay decision (made at its start),
+ * and checks AUTH against the new credentials. All or nothing: returns 0, or -EINVAL
+ * (a bad relay network, max_rcpts out of range) with nothing changed. Loop thread. */
+int eng_smtpd_reconfigure(struct eng_smtpd *d, const struct eng_smtpd_config *cfg);
+
+/* Whether cfg's reloadable part (see eng_smtpd_reconfigure) is valid: 0 or -EINVAL.
+ * cfg borrowed; any thread (it touches no server). */
+int eng_smtpd_reconfigure_check(const struct eng_smtpd_config *cfg);
+
 /* Stops accepting and ends every session: between commands with "421 4.3.2 ...
  * shutting down" and a lingering close; a session whose message is being made durable
  * gets its 250 (or error) when done runs, then the 421, so a client is never left

@@ -94,7 +94,7 @@ int smtpd_data_begin(struct smtpd_sess *s)
 static void put(struct smtpd_sess *s, const char *p, size_t n)
 {
     s->content_bytes += n;
-    if (s->content_bytes > s->sh->max_size)
+    if (s->content_bytes > s->lim.max_size)
         s->too_big = true;
     if (s->too_big || s->bare_lf || s->long_line || s->no_memory) {
         smtpd_data_reset(s);
@@ -102,7 +102,7 @@ static void put(struct smtpd_sess *s, const char *p, size_t n)
     }
     if (s->body_cap - s->body_len < n) {
         /* Doubling, capped by the limit: the content can never need more. */
-        size_t limit = (size_t)s->sh->max_size + SMTPD_RECEIVED_MAX;
+        size_t limit = (size_t)s->lim.max_size + SMTPD_RECEIVED_MAX;
         size_t need = s->body_len + n;
         size_t ncap = s->body_cap * 2 > need ? s->body_cap * 2 : need;
         if (ncap > limit)

@@ -28,17 +28,24 @@
 #define SMTPD_RECEIVED_MAX 1024 /* the Received header, all lines */
 #define SMTPD_SID_MAX      24
 
-/* What every session of one server shares: the configuration with defaults applied,
- * the counters, the id source. Owned by struct eng_smtpd (or a test). */
-struct smtpd_shared {
-    char hostname[SMTPD_NAME_MAX + 1];
+/* The limits a session lives by, copied from the server's at its start: a reload
+ * (smtpd_shared_reconfigure) changes the sessions that start after it, never one in
+ * the middle of a transaction (its recipient table was sized by max_rcpts). */
+struct smtpd_limits {
     uint64_t max_size;
     unsigned max_rcpts;
     unsigned command_timeout_ms;
     unsigned data_timeout_ms;
+    unsigned max_auth_failures;
+};
+
+/* What every session of one server shares: the configuration with defaults applied,
+ * the counters, the id source. Owned by struct eng_smtpd (or a test). */
+struct smtpd_shared {
+    char hostname[SMTPD_NAME_MAX + 1];
+    struct smtpd_limits lim; /* for the sessions that start from now on */
     unsigned max_per_client;
     unsigned max_sessions;
-    unsigned max_auth_failures;
     struct eng_smtpd_net nets[SMTPD_NETS_MAX];
     size_t nnets;
     const struct eng_smtpd_credentials *creds; /* borrowed, NULL = no AUTH */
@@ -51,6 +58,11 @@ struct smtpd_shared {
 /* Applies cfg's limits with their defaults to sh (zeroing it first). Returns 0 or
  * -EINVAL (bad relay network, max_rcpts above QUEUE_RCPTS_MAX). cfg is borrowed. */
 int smtpd_shared_init(struct smtpd_shared *sh, const struct eng_smtpd_config *cfg);
+
+/* eng_smtpd_reconfigure's part: takes cfg's limits, relay networks and credentials
+ * (borrowed, as in smtpd_shared_init) into sh, keeping its hostname, TLS, counters and
+ * id source. All or nothing: 0, or -EINVAL with sh unchanged. */
+int smtpd_shared_reconfigure(struct smtpd_shared *sh, const struct eng_smtpd_config *cfg);
 
 /* ---- the session state machine (smtpd_session.c) --------------------------------- */
 
@@ -100,7 +112,8 @@ struct smtpd_sess {
     struct sockaddr_storage client;
     socklen_t client_len;
     char client_ip[INET6_ADDRSTRLEN];
-    bool relay_net; /* the client is in the relay networks */
+    bool relay_net;          /* the client is in the relay networks (decided at start) */
+    struct smtpd_limits lim; /* sh->lim at start: kept across a reload */
 
     bool tls;
     uint16_t tls_version;

@@ -111,7 +111,7 @@ static void flush(struct smtpd_conn *c)
     if (c->tls && c->wire_len < SMTPD_WIRE_CAP)
         c->wire_len += tls_conn_drain(c->tls, c->wire + c->wire_len, SMTPD_WIRE_CAP - c->wire_len);
     if (c->wire_len > 0) {
-        int err = eng_op_send(loop, c->h, c->wire, c->wire_len, c->d->sh.command_timeout_ms);
+        int err = eng_op_send(loop, c->h, c->wire, c->wire_len, c->sm.lim.command_timeout_ms);
         if (err != 0)
             conn_close(c, eng_strerror(err));
         return;

@@ -110,8 +110,9 @@ int smtpd_sess_init(struct smtpd_sess *s, struct smtpd_shared *sh, const struct 
         strcpy(s->client_ip, "unknown");
     }
     s->relay_net = eng_smtpd_nets_match(sh->nets, sh->nnets, addr);
-    s->rcpts = calloc(sh->max_rcpts, sizeof(*s->rcpts));
-    s->rcpt_ptrs = calloc(sh->max_rcpts, sizeof(*s->rcpt_ptrs));
+    s->lim = sh->lim;
+    s->rcpts = calloc(s->lim.max_rcpts, sizeof(*s->rcpts));
+    s->rcpt_ptrs = calloc(s->lim.max_rcpts, sizeof(*s->rcpt_ptrs));
     if (s->rcpts == NULL || s->rcpt_ptrs == NULL) {
         smtpd_sess_fini(s);
         return -ENOMEM;
@@ -173,7 +174,7 @@ void smtpd_sess_tls_ready(struct smtpd_sess *s, uint16_t version, const char *ci
 
 unsigned smtpd_sess_timeout_ms(const struct smtpd_sess *s)
 {
-    return s->state == SMTPD_S_DATA ? s->sh->data_timeout_ms : s->sh->command_timeout_ms;
+    return s->state == SMTPD_S_DATA ? s->lim.data_timeout_ms : s->lim.command_timeout_ms;
 }
 
 bool smtpd_sess_timeout(struct smtpd_sess *s)
@@ -239,7 +240,7 @@ static enum smtpd_action cmd_ehlo(struct smtpd_sess *s, const char *arg, bool ex
         return SMTPD_ACT_MORE;
     }
     replyf(s, "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n", s->sh->hostname,
-           (unsigned long long)s->sh->max_size);
+           (unsigned long long)s->lim.max_size);
     if (s->sh->tls_available && !s->tls)
         REPLY(s, "250-STARTTLS\r\n");
     /* AUTH only over TLS (RFC 4954 4: PLAIN and LOGIN send the password in clear). */
@@ -296,7 +297,7 @@ static enum smtpd_action auth_result(struct smtpd_sess *s, const char *user, con
     s->auth_failures++;
     eng_log(ENG_LOG_WARN, "smtpd: session=%s client=%s auth failed failures=%u", s->sid,
             s->client_ip, s->auth_failures);
-    if (s->auth_failures >= s->sh->max_auth_failures) {
+    if (s->auth_failures >= s->lim.max_auth_failures) {
         replyf(s, "421 4.7.0 %s Error: too many authentication failures\r\n", s->sh->hostname);
         set_state(s, SMTPD_S_CLOSING);
         return SMTPD_ACT_CLOSE;
@@ -471,7 +472,7 @@ static enum smtpd_action cmd_mail(struct smtpd_sess *s, const char *line, size_t
         REPLY(s, "553 5.6.7 Must declare SMTPUTF8 to send a UTF-8 address\r\n");
         return SMTPD_ACT_MORE;
     }
-    if (s->size_param > s->sh->max_size) {
+    if (s->size_param > s->lim.max_size) {
         reject(s, ENG_SMTPD_REJ_TOO_BIG);
         REPLY(s, "552 5.3.4 Error: message size exceeds fixed limit\r\n");
         return SMTPD_ACT_MORE;
@@ -521,7 +522,7 @@ static enum smtpd_action cmd_rcpt(struct smtpd_sess *s, const char *line, size_t
         REPLY(s, "554 5.7.1 Error: relay access denied\r\n");
         return SMTPD_ACT_MORE;
     }
-    if (s->nrcpts >= s->sh->max_rcpts) {
+    if (s->nrcpts >= s->lim.max_rcpts) {
         reject(s, ENG_SMTPD_REJ_TOO_MANY_RCPTS);
         REPLY(s, "452 4.5.3 Error: too many recipients\r\n");
         return SMTPD_ACT_MORE;

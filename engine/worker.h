@@ -160,6 +160,33 @@ struct queue_sched *eng_worker_sched(struct eng_worker *w);
  * API, from the loop thread only. */
 struct eng_capcache *eng_worker_capcache(struct eng_worker *w);
 
+/* ---- reconfiguration (engine/worker_reconfig.c): what a configuration reload changes ---- */
+
+/* The settings a running worker takes from a reload (SIGHUP); the rest of
+ * eng_worker_config stays as the worker was made with (max_attempts sized its slots,
+ * the loop, spool, resolver and pool are its own). */
+struct eng_worker_reconfig {
+    /* borrowed, built; NULL = keep the current table. Attempts already running keep
+     * pointers into the table they started with (their policy, its TLS context), so the
+     * caller must keep every table it ever gave a worker alive until the worker is
+     * freed. */
+    const struct eng_policy_table *policy;
+    struct queue_retry_config retry; /* copied; zeros are the scheduler's defaults */
+    unsigned connect_timeout_ms;     /* as eng_worker_config; 0 = eng_deliver's default */
+    unsigned reply_timeout_ms;       /* as eng_worker_config; 0 = eng_deliver's default */
+    /* Drop every refusal in the capability cache: the default floor or trust store
+     * changed, and those verdicts were reached under the old ones (a host refused for
+     * TLS 1.2 under a 1.3 floor meets a 1.2 one). Passing entries are kept. */
+    bool forget_refusals;
+};
+
+/* Applies rc to w (rc borrowed for the call): attempts started from now on use the new
+ * policy table and timeouts; the scheduler's next deferrals use the new retry schedule
+ * (queue_sched_set_retry: messages already deferred keep their time). All or nothing:
+ * returns 0, or QUEUE_ERR_CONFIG (a retry schedule the scheduler refuses; nothing
+ * changed), -EINVAL. On the loop thread (eng_group_call). */
+int eng_worker_reconfigure(struct eng_worker *w, const struct eng_worker_reconfig *rc);
+
 /* ---- administration (engine/worker_admin.c): the operator's queue tools ------------------
  *
  * Everything here runs on the worker's loop thread (from another thread: through

@@ -310,6 +310,13 @@ uint32_t queue_retry_interval(const struct queue_retry_config *cfg, unsigned att
 
 int queue_sched_new(const struct queue_retry_config *cfg, struct queue_sched **out);
 
+/* Replaces the retry schedule (cfg borrowed, copied; NULL = the defaults), for a
+ * configuration reload: entries already deferred keep the time they were given, every
+ * later queue_sched_defer (and its max_age and delay-warning checks) uses the new one.
+ * Returns 0, -EINVAL (s NULL) or QUEUE_ERR_CONFIG as queue_sched_new (the schedule is
+ * then unchanged). */
+int queue_sched_set_retry(struct queue_sched *s, const struct queue_retry_config *cfg);
+
 /* Frees the scheduler and every entry. */
 void queue_sched_free(struct queue_sched *s);
 

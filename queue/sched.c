@@ -67,6 +67,18 @@ int queue_sched_new(const struct queue_retry_config *cfg, struct queue_sched **o
     return 0;
 }
 
+int queue_sched_set_retry(struct queue_sched *s, const struct queue_retry_config *cfg)
+{
+    if (!s)
+        return -EINVAL;
+    struct queue_retry_config c;
+    queue_sched_retry_defaults(cfg, &c);
+    if (c.factor_pct < 100 || c.jitter_pct > 100)
+        return QUEUE_ERR_CONFIG;
+    s->cfg = c;
+    return 0;
+}
+
 void queue_sched_free(struct queue_sched *s)
 {
     if (!s)

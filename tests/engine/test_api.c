@@ -234,6 +234,27 @@ static void test_auth(void **state)
     hc_close(&c);
 }
 
+/* A reload's new token list: the new token works, the removed one gets 401. */
+static void test_set_tokens(void **state)
+{
+    struct fake *f = *state;
+    struct hc_conn c;
+    const char *next[] = { "", "fresh-token" };
+    assert_int_equal(eng_api_set_tokens(f->api, next, 2), 0);
+    assert_int_equal(get(f, "/api/v1/queue", TOKEN, &c), 401);
+    hc_close(&c);
+    assert_int_equal(get(f, "/api/v1/queue", "other-token", &c), 401);
+    hc_close(&c);
+    assert_int_equal(get(f, "/api/v1/queue", "fresh-token", &c), 200);
+    hc_close(&c);
+    assert_int_equal(eng_api_set_tokens(f->api, NULL, 1), -EINVAL);
+    assert_int_equal(get(f, "/api/v1/queue", "fresh-token", &c), 200);
+    hc_close(&c);
+    assert_int_equal(eng_api_set_tokens(f->api, NULL, 0), 0);
+    assert_int_equal(get(f, "/api/v1/queue", "fresh-token", &c), 401);
+    hc_close(&c);
+}
+
 static void test_health_and_metrics(void **state)
 {
     struct fake *f = *state;
@@ -467,6 +488,7 @@ int main(void)
     eng_loop_free(probe);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_set_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_health_and_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_post_raw_split, setup, teardown),
         cmocka_unit_test_setup_teardown(test_post_parts, setup, teardown),

@@ -5,7 +5,7 @@
  * behind it, AUTH PLAIN / LOGIN only over TLS against crypt(3) hashes, relay refusal,
  * size, recipient and line limits, bare LF in commands and content (never an end of
  * data), dot-unstuffing, the Received header, submit results, timeouts, the
- * credentials file and relay networks.
+ * credentials file and relay networks, a reload of the shared settings.
  */
 #include <arpa/inet.h>
 #include <crypt.h>
@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "engine/smtpd_int.h"
+#include "queue/queue.h"
 #include "tls/tls.h"
 
 static char creds_path[64];
@@ -361,6 +362,74 @@ static void relay_denied(void **state)
     fx_end(&f);
 }
 
+/* A reload (smtpd_shared_reconfigure): the open session keeps its limits and its relay
+ * decision; a session that starts afterwards gets the new ones; a bad configuration
+ * changes nothing. */
+static void reconfigure(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_start(&f, "127.0.0.1", "127.0.0.0/8", 2, 100);
+    feed(&f, "EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<1@x.test>\r\n");
+    out(&f);
+    struct eng_smtpd_config next = {
+        .max_rcpts = 5,
+        .max_message_size = 1000,
+        .command_timeout_ms = 7000,
+        .relay_networks = "192.0.2.0/24",
+        .creds = creds,
+    };
+    struct eng_smtpd_config bad = next;
+    bad.relay_networks = "not-a-network";
+    assert_int_equal(smtpd_shared_reconfigure(&f.sh, &bad), -EINVAL);
+    bad.relay_networks = NULL;
+    bad.max_rcpts = QUEUE_RCPTS_MAX + 1;
+    assert_int_equal(eng_smtpd_reconfigure_check(&bad), -EINVAL);
+    assert_int_equal(smtpd_shared_reconfigure(&f.sh, &bad), -EINVAL);
+    assert_int_equal(f.sh.lim.max_rcpts, 2);
+    assert_int_equal(f.sh.nnets, 1);
+    assert_int_equal(eng_smtpd_reconfigure_check(&next), 0);
+    uint64_t sessions = f.sh.next_id;
+    assert_int_equal(smtpd_shared_reconfigure(&f.sh, &next), 0);
+    assert_string_equal(f.sh.hostname, "mx.test"); /* kept */
+    assert_true(f.sh.tls_available);
+    assert_int_equal(f.sh.next_id, sessions);
+    /* The open session: still 2 recipients (its table has 2 rows), still a relay client. */
+    feed(&f, "RCPT TO:<2@x.test>\r\nRCPT TO:<3@x.test>\r\n");
+    out_has(&f, "452 4.5.3");
+    assert_int_equal(f.s.nrcpts, 2);
+    assert_int_equal(smtpd_sess_timeout_ms(&f.s), 300000);
+    smtpd_sess_fini(&f.s);
+
+    /* A new session from 127.0.0.1: no longer in the relay networks. */
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(40001) };
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    assert_int_equal(smtpd_sess_init(&f.s, &f.sh, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(smtpd_sess_start(&f.s, ENG_SMTPD_REJ__COUNT), SMTPD_ACT_MORE);
+    out(&f);
+    assert_int_equal(smtpd_sess_timeout_ms(&f.s), 7000);
+    feed(&f, "EHLO c\r\nMAIL FROM:<a@b.test> SIZE=900\r\nRCPT TO:<1@x.test>\r\n");
+    const char *o = out(&f);
+    assert_non_null(strstr(o, "SIZE 1000"));
+    assert_non_null(strstr(o, "554 5.7.1"));
+    assert_null(strstr(o, "552"));
+    smtpd_sess_fini(&f.s);
+
+    /* And one from the new network relays, up to 5 recipients. */
+    inet_pton(AF_INET, "192.0.2.9", &a.sin_addr);
+    assert_int_equal(smtpd_sess_init(&f.s, &f.sh, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(smtpd_sess_start(&f.s, ENG_SMTPD_REJ__COUNT), SMTPD_ACT_MORE);
+    feed(&f, "EHLO c\r\nMAIL FROM:<a@b.test>\r\n");
+    for (int i = 0; i < 6; i++) {
+        char cmd[64];
+        snprintf(cmd, sizeof(cmd), "RCPT TO:<%d@x.test>\r\n", i);
+        feed(&f, cmd);
+    }
+    out_has(&f, "452 4.5.3");
+    assert_int_equal(f.s.nrcpts, 5);
+    fx_end(&f);
+}
+
 static void limits(void **state)
 {
     (void)state;
@@ -607,6 +676,7 @@ int main(void)
         cmocka_unit_test(auth_failures_disconnect),
         cmocka_unit_test(relay_denied),
         cmocka_unit_test(limits),
+        cmocka_unit_test(reconfigure),
         cmocka_unit_test(bare_lf),
         cmocka_unit_test(timeouts),
         cmocka_unit_test(syntax),

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
 #include <limits.h>
 #include <string.h>
 
@@ -305,13 +306,39 @@ static void test_warn_once(void **state)
     queue_sched_free(s);
 }
 
+/* A reload's new schedule applies to the next defer; a bad one changes nothing. */
+static void test_set_retry(void **state)
+{
+    (void)state;
+    struct queue_retry_config c = { .first = 300, .jitter_pct = 100 };
+    struct queue_sched *s;
+    assert_int_equal(queue_sched_new(&c, &s), 0);
+    c.jitter_pct = 1; /* 0 would be the default, 10 */
+    assert_int_equal(queue_sched_set_retry(s, &c), 0);
+    const int64_t t0 = 5000000;
+    int64_t next;
+    assert_int_equal(queue_sched_defer(s, inflight(s, 1, t0, 0, false, false), t0, &next),
+                     QUEUE_DEFER_RETRY);
+    assert_in_range(next, t0 + 297, t0 + 303);
+    struct queue_retry_config bad = { .factor_pct = 50 };
+    assert_int_equal(queue_sched_set_retry(s, &bad), QUEUE_ERR_CONFIG);
+    assert_int_equal(queue_sched_set_retry(NULL, &c), -EINVAL);
+    struct queue_retry_config quick = { .first = 10, .jitter_pct = 1 };
+    assert_int_equal(queue_sched_set_retry(s, &quick), 0);
+    assert_int_equal(queue_sched_defer(s, inflight(s, 2, t0, 0, false, false), t0, &next),
+                     QUEUE_DEFER_RETRY);
+    assert_in_range(next, t0 + 9, t0 + 11);
+    assert_int_equal(queue_sched_set_retry(s, NULL), 0); /* the defaults */
+    queue_sched_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_default_sequence), cmocka_unit_test(test_custom_sequences),
         cmocka_unit_test(test_overflow),         cmocka_unit_test(test_jitter),
         cmocka_unit_test(test_seeded),           cmocka_unit_test(test_max_age),
-        cmocka_unit_test(test_warn_once),
+        cmocka_unit_test(test_warn_once),        cmocka_unit_test(test_set_retry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
