@@ -97,7 +97,7 @@ start_dnsmasq() {
     echo "dnsmasq did not start:"; cat "$WORK/dnsmasq.err"; exit 1
 }
 
-# ---- the daemon on a private test network (test_daemon.sh, test_daemon_load.sh) --------
+# ---- the daemon on a private test network (test_daemon*.sh, test_load.sh) ---------------
 
 # free_port: prints a TCP port nothing listens on.
 free_port() {
@@ -108,8 +108,9 @@ free_port() {
     done
 }
 
-# write_test_zone: $WORK/zone.conf for start_dnsmasq: good.floormta.test has its MX on
-# 127.0.0.3, weak.floormta.test on 127.0.0.2 (the receivers of start_receivers).
+# write_test_zone [ZONE_LINES]: $WORK/zone.conf for start_dnsmasq: good.floormta.test has
+# its MX on 127.0.0.3, weak.floormta.test on 127.0.0.2 (the receivers of start_receivers);
+# ZONE_LINES (dnsmasq options, one a line) are added after them.
 write_test_zone() {
     cat >"$WORK/zone.conf" <<'ZONE'
 local-ttl=60
@@ -118,17 +119,26 @@ host-record=mx.floormta.test,127.0.0.3
 mx-host=weak.floormta.test,mx1.floormta.test,10
 host-record=mx1.floormta.test,127.0.0.2
 ZONE
+    [ -z "${1:-}" ] || printf '%s\n' "$1" >>"$WORK/zone.conf"
 }
 
-# start_receivers: one floormta-sink with two listeners on one port (the engine's
-# delivery.port), each on its address: 127.0.0.2 offering only TLS 1.0 (below the
-# floor), 127.0.0.3 with a valid wildcard certificate. Sets SMTP_PORT. Needs make_pki.
+# start_receivers [ADDRESS=PROFILE...] [-- SINK_OPTION...]: one floormta-sink with a
+# listener per ADDRESS=PROFILE, all on one port (the engine's delivery.port): by default
+# 127.0.0.2 offering only TLS 1.0 (below the floor) and 127.0.0.3 with a valid wildcard
+# certificate. SINK_OPTIONs go to floormta-sink as they are (e.g. --stats-file FILE).
+# Sets SMTP_PORT (another one if taken). Needs make_pki.
 start_receivers() {
-    local attempt i pid
+    local listeners=() options=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do listeners+=("$1"); shift; done
+    [ $# -gt 0 ] && { shift; options=("$@"); }
+    [ ${#listeners[@]} -gt 0 ] || listeners=(127.0.0.2=tls1.0-only 127.0.0.3=wildcard)
+    local attempt i pid l args
     for attempt in $(seq 1 10); do
         SMTP_PORT=$((20000 + RANDOM % 40000))
-        "$BIN/floormta-sink" --pki "$WORK/pki" --name mx.floormta.test \
-            --listen "127.0.0.2:$SMTP_PORT=tls1.0-only" --listen "127.0.0.3:$SMTP_PORT=wildcard" \
+        args=()
+        for l in "${listeners[@]}"; do args+=(--listen "${l%%=*}:$SMTP_PORT=${l#*=}"); done
+        "$BIN/floormta-sink" --pki "$WORK/pki" --name mx.floormta.test "${args[@]}" \
+            ${options[@]+"${options[@]}"} \
             --ready-file "$WORK/sinks.ready" >"$WORK/sinks.out" 2>"$WORK/sinks.err" &
         pid=$!
         for i in $(seq 1 100); do
@@ -142,6 +152,54 @@ start_receivers() {
     done
     [ -s "$WORK/sinks.ready" ] || { echo "the sinks did not start"; cat "$WORK/sinks.err"; exit 1; }
     PIDS+=("$pid")
+}
+
+# The API token of write_daemon_config's file.
+TOKEN=test-token-0123456789abcdef
+
+# write_daemon_config [EXTRA_YAML]: the common $WORK/floormta.yaml for start_daemon:
+# the spool in $WORK, dnsmasq as the resolver, the test PKI's root as the trust store,
+# delivery to $SMTP_PORT with short timeouts and the first retry in 1 h (a deferral
+# stays put), SMTP with STARTTLS on $SUB_PORT and HTTP on $HTTP_PORT (free ports, chosen
+# at the first call), $TOKEN, the logs in $WORK/log, the local token $WORK/run/api.token.
+# EXTRA_YAML's top-level sections are appended; one the common file has replaces it.
+write_daemon_config() {
+    local extra=${1:-} replaced
+    : "${SUB_PORT:=$(free_port)}" "${HTTP_PORT:=$(free_port)}"
+    replaced=" $(printf '%s\n' "$extra" | sed -n 's/^\([a-z_]*\):.*/\1/p' | tr '\n' ' ')"
+    awk -v replaced="$replaced" \
+        '/^[a-z_]+:/ { k = $1; sub(/:.*/, "", k); skip = index(replaced, " " k " ") > 0 } !skip' \
+        >"$WORK/floormta.yaml" <<EOF
+workers: 2
+spool:
+  dir: $WORK/spool
+dns:
+  servers: ["127.0.0.1:$DNS_PORT"]
+tls:
+  ca_file: $WORK/pki/ca.crt
+delivery:
+  helo_name: client.floormta.test
+  port: $SMTP_PORT
+  connect_timeout: 5s
+  reply_timeout: 10s
+  retry:
+    first: 1h
+listen:
+  smtp:
+    - address: 127.0.0.1:$SUB_PORT
+      mode: starttls
+  http: 127.0.0.1:$HTTP_PORT
+  tls:
+    cert_file: $WORK/pki/valid.crt
+    key_file: $WORK/pki/valid.key
+api:
+  tokens: ["$TOKEN"]
+  local_token_file: $WORK/run/api.token
+log:
+  delivery: $WORK/log/delivery.log
+  engine: $WORK/log/engine.log
+EOF
+    [ -z "$extra" ] || printf '%s\n' "$extra" >>"$WORK/floormta.yaml"
 }
 
 # start_daemon: `floormta run --config $WORK/floormta.yaml`, ready once /healthz answers
@@ -192,3 +250,13 @@ wait_for() {
 
 # spool_messages: how many messages $WORK/spool holds (their state files, *.st, aside).
 spool_messages() { find "$WORK/spool/msg" -type f ! -name '*.st' 2>/dev/null | wc -l; }
+
+# The delivery log: lines_for DOMAIN prints its lines for DOMAIN, count_results DOMAIN
+# RESULT counts those with that result; results_at_least DOMAIN RESULT N (for wait_for).
+lines_for() { jq -c --arg d "$1" 'select(.domain == $d)' "$WORK/log/delivery.log" 2>/dev/null; }
+count_results() { lines_for "$1" | jq -r .result | grep -c "^$2\$"; }
+results_at_least() { [ "$(count_results "$1" "$2")" -ge "$3" ]; }
+
+# metric NAME: its value on the daemon's /metrics; metric_is NAME VALUE (for wait_for).
+metric() { curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | awk -v k="$1" '$1 == k { print $2 }'; }
+metric_is() { [ "$(metric "$1")" = "$2" ]; }

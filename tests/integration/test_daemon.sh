@@ -24,48 +24,9 @@ write_test_zone
 start_dnsmasq
 start_receivers
 
-SUB_PORT=$(free_port)
-HTTP_PORT=$(free_port)
-TOKEN=test-token-0123456789abcdef
-
-cat >"$WORK/floormta.yaml" <<EOF
-workers: 2
-spool:
-  dir: $WORK/spool
-dns:
-  servers: ["127.0.0.1:$DNS_PORT"]
-tls:
-  ca_file: $WORK/pki/ca.crt
-delivery:
-  helo_name: client.floormta.test
-  port: $SMTP_PORT
-  connect_timeout: 5s
-  reply_timeout: 10s
-  retry:
-    first: 1h
-listen:
-  smtp:
-    - address: 127.0.0.1:$SUB_PORT
-      mode: starttls
-  http: 127.0.0.1:$HTTP_PORT
-  tls:
-    cert_file: $WORK/pki/valid.crt
-    key_file: $WORK/pki/valid.key
-api:
-  tokens: ["$TOKEN"]
-  local_token_file: $WORK/run/api.token
-log:
-  delivery: $WORK/log/delivery.log
-  engine: $WORK/log/engine.log
-EOF
+write_daemon_config
 check "check-config accepts the test configuration" \
     "$BIN/floormta" check-config "$WORK/floormta.yaml"
-
-lines_for() { jq -c --arg d "$1" 'select(.domain == $d)' "$WORK/log/delivery.log" 2>/dev/null; }
-count_results() { lines_for "$1" | jq -r .result | grep -c "^$2\$"; }
-metric() { curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | awk -v k="$1" '$1 == k { print $2 }'; }
-metric_is() { [ "$(metric "$1")" = "$2" ]; }
-results_at_least() { [ "$(count_results "$1" "$2")" -ge "$3" ]; }
 
 start_daemon
 check "the daemon listens for SMTP" ss -ltn "sport = :$SUB_PORT" | grep -q LISTEN

@@ -17,132 +17,20 @@ done
 
 make_pki
 
-cat >"$WORK/zone.conf" <<'EOF'
-local-ttl=60
-mx-host=good.floormta.test,mx.floormta.test,10
-host-record=mx.floormta.test,127.0.0.3
-mx-host=weak.floormta.test,mx1.floormta.test,10
-host-record=mx1.floormta.test,127.0.0.2
-EOF
+write_test_zone
 start_dnsmasq
+start_receivers
 
-# The receivers: both on one port (the engine's delivery.port), each on its address.
-for attempt in $(seq 1 10); do
-    SMTP_PORT=$((20000 + RANDOM % 40000))
-    "$BIN/floormta-sink" --pki "$WORK/pki" --name mx.floormta.test \
-        --listen "127.0.0.2:$SMTP_PORT=tls1.0-only" --listen "127.0.0.3:$SMTP_PORT=wildcard" \
-        --ready-file "$WORK/sinks.ready" >"$WORK/sinks.out" 2>"$WORK/sinks.err" &
-    SINK_PID=$!
-    for i in $(seq 1 100); do
-        [ -s "$WORK/sinks.ready" ] && break
-        kill -0 "$SINK_PID" 2>/dev/null || break
-        sleep 0.05
-    done
-    [ -s "$WORK/sinks.ready" ] && break
-    kill "$SINK_PID" 2>/dev/null
-    wait "$SINK_PID" 2>/dev/null
-done
-[ -s "$WORK/sinks.ready" ] || { echo "the sinks did not start"; cat "$WORK/sinks.err"; exit 1; }
-PIDS+=("$SINK_PID")
-
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        ! ss -ltn "sport = :$p" | grep -q LISTEN && { echo "$p"; return; }
-    done
-}
-SUB_PORT=$(free_port)
-HTTP_PORT=$(free_port)
-TOKEN=test-token-0123456789abcdef
-
-cat >"$WORK/floormta.yaml" <<EOF
-workers: 2
-spool:
-  dir: $WORK/spool
-dns:
-  servers: ["127.0.0.1:$DNS_PORT"]
-tls:
-  ca_file: $WORK/pki/ca.crt
-delivery:
-  helo_name: client.floormta.test
-  port: $SMTP_PORT
-  connect_timeout: 5s
-  reply_timeout: 10s
-  retry:
-    first: 1h
-listen:
-  smtp:
-    - address: 127.0.0.1:$SUB_PORT
-      mode: starttls
-  http: 127.0.0.1:$HTTP_PORT
-  tls:
-    cert_file: $WORK/pki/valid.crt
-    key_file: $WORK/pki/valid.key
-api:
-  tokens: ["$TOKEN"]
-  local_token_file: ""      # no token file: the "no token" case below gets the API's 401
-log:
-  delivery: $WORK/log/delivery.log
-  engine: $WORK/log/engine.log
-EOF
+write_daemon_config "api:
+  tokens: [\"$TOKEN\"]
+  local_token_file: \"\"      # no token file: the \"no token\" case below gets the API's 401"
 check "check-config accepts the test configuration" \
     "$BIN/floormta" check-config "$WORK/floormta.yaml"
 
-DAEMON_PID=
-start_daemon() {
-    "$BIN/floormta" run --config "$WORK/floormta.yaml" >"$WORK/run.out" 2>&1 &
-    DAEMON_PID=$!
-    PIDS+=("$DAEMON_PID")
-    local i
-    for i in $(seq 1 100); do
-        curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null 2>&1 && return 0
-        kill -0 "$DAEMON_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "the daemon did not start:"; cat "$WORK/run.out" "$WORK/log/engine.log" 2>/dev/null
-    exit 1
-}
-
-# stop_daemon: SIGTERM, then the exit status in STOP_RC (124 if it did not exit in 30 s).
-stop_daemon() {
-    kill -TERM "$DAEMON_PID"
-    local i hung=0
-    for i in $(seq 1 300); do
-        kill -0 "$DAEMON_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$DAEMON_PID" 2>/dev/null; then
-        hung=1
-        kill -KILL "$DAEMON_PID"
-    fi
-    wait "$DAEMON_PID"
-    STOP_RC=$?
-    [ "$hung" = 0 ] || STOP_RC=124
-}
-
-# wait_for DESCRIPTION SECONDS COMMAND...: until the command succeeds.
-wait_for() {
-    local what=$1 secs=$2 i
-    shift 2
-    for i in $(seq 1 $((secs * 10))); do
-        "$@" && { ok "$what"; return 0; }
-        sleep 0.1
-    done
-    not_ok "$what"
-}
-
-lines_for() { jq -c --arg d "$1" 'select(.domain == $d)' "$WORK/log/delivery.log" 2>/dev/null; }
-count_results() { lines_for "$1" | jq -r .result | grep -c "^$2\$"; }
-spool_messages() { find "$WORK/spool/msg" -type f ! -name '*.st' 2>/dev/null | wc -l; }
-metric() { curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | awk -v k="$1" '$1 == k { print $2 }'; }
-# The checks below are re-run by wait_for, so they take names, not values: a $(...) in
-# wait_for's arguments would be expanded once, before the first try.
-metric_is() { [ "$(metric "$1")" = "$2" ]; }
-results_at_least() { [ "$(count_results "$1" "$2")" -ge "$3" ]; }
-
 API_URL="http://127.0.0.1:$HTTP_PORT"
 FQ=("$BIN/floormta" queue --api "$API_URL" --token "$TOKEN")
+# The checks below are re-run by wait_for, so they take names, not values: a $(...) in
+# wait_for's arguments would be expanded once, before the first try.
 queue_json() { "${FQ[@]}" list --json; }
 queue_total() { [ "$(queue_json | jq '.total')" = "$1" ]; }
 deferred_total() { [ "$("${FQ[@]}" summary --json | jq '.total.deferred')" = "$1" ]; }

@@ -23,52 +23,20 @@ write_test_zone
 start_dnsmasq
 start_receivers
 
-SUB_PORT=$(free_port)
-HTTP_PORT=$(free_port)
 TOKEN_A=reload-token-a-0123456789
 TOKEN_B=reload-token-b-0123456789
 TOKEN_C=reload-token-c-0123456789
 
-# write_config TOKENS RELAY POLICY: the configuration file with those sections.
+# write_config TOKENS RELAY POLICY: the common configuration file with those sections.
 write_config() {
-    cat >"$WORK/floormta.yaml" <<EOF
-workers: 2
-spool:
-  dir: $WORK/spool
-dns:
-  servers: ["127.0.0.1:$DNS_PORT"]
-tls:
-  ca_file: $WORK/pki/ca.crt
-delivery:
-  helo_name: client.floormta.test
-  port: $SMTP_PORT
-  connect_timeout: 5s
-  reply_timeout: 10s
-  retry:
-    first: 1h
-listen:
-  smtp:
-    - address: 127.0.0.1:$SUB_PORT
-      mode: starttls
-  http: 127.0.0.1:$HTTP_PORT
-  tls:
-    cert_file: $WORK/pki/valid.crt
-    key_file: $WORK/pki/valid.key
-submission:
+    write_daemon_config "submission:
   relay_networks: $2
 api:
   tokens: $1
   local_token_file: $WORK/run/api.token
-log:
-  delivery: $WORK/log/delivery.log
-  engine: $WORK/log/engine.log
-policy: $3
-EOF
+policy: $3"
 }
 
-lines_for() { jq -c --arg d "$1" 'select(.domain == $d)' "$WORK/log/delivery.log" 2>/dev/null; }
-count_results() { lines_for "$1" | jq -r .result | grep -c "^$2\$"; }
-results_at_least() { [ "$(count_results "$1" "$2")" -ge "$3" ]; }
 api_code() { # TOKEN METHOD PATH [JSON]
     local args=(-s -o /dev/null -w '%{http_code}' -X "$2" -H "Authorization: Bearer $1")
     [ $# -ge 4 ] && args+=(-H 'Content-Type: application/json' --data "$4")

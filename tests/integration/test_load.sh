@@ -8,7 +8,7 @@
 #     TLS handshakes, CPU and peak RSS are reported;
 #   - a rate-limited run (200/s for 2 s): about 400 injected (within 20%);
 #   - the sink's stats file format that floormta-load reads.
-# The setup follows test_daemon.sh.
+# The setup follows test_daemon.sh (lib.sh).
 . "$(dirname "$0")/lib.sh"
 
 for tool in jq curl; do
@@ -18,83 +18,18 @@ done
 make_pki
 
 DOMAINS=20
-{
-    echo "local-ttl=60"
-    for i in $(seq 0 $((DOMAINS - 1))); do
-        printf 'mx-host=d%04d.load.floormta.test,mx.floormta.test,10\n' "$i"
-    done
-    echo "host-record=mx.floormta.test,127.0.0.3"
-} >"$WORK/zone.conf"
+write_test_zone "$(for i in $(seq 0 $((DOMAINS - 1))); do
+    printf 'mx-host=d%04d.load.floormta.test,mx.floormta.test,10\n' "$i"
+done)"
 start_dnsmasq
 
-# The receiver, on the engine's delivery port (another one if taken).
+# The receiver, valid, on 127.0.0.3 only; the engine's delivery port.
 STATS="$WORK/sink.stats"
-for attempt in $(seq 1 10); do
-    SMTP_PORT=$((20000 + RANDOM % 40000))
-    "$BIN/floormta-sink" --pki "$WORK/pki" --name mx.floormta.test \
-        --listen "127.0.0.3:$SMTP_PORT=wildcard" --stats-file "$STATS" \
-        --ready-file "$WORK/sink.ready" >"$WORK/sink.out" 2>"$WORK/sink.err" &
-    SINK_PID=$!
-    for i in $(seq 1 100); do
-        [ -s "$WORK/sink.ready" ] && break
-        kill -0 "$SINK_PID" 2>/dev/null || break
-        sleep 0.05
-    done
-    [ -s "$WORK/sink.ready" ] && break
-    kill "$SINK_PID" 2>/dev/null
-    wait "$SINK_PID" 2>/dev/null
-done
-[ -s "$WORK/sink.ready" ] || { echo "the sink did not start"; cat "$WORK/sink.err"; exit 1; }
-PIDS+=("$SINK_PID")
+start_receivers 127.0.0.3=wildcard -- --stats-file "$STATS"
 
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        ! ss -ltn "sport = :$p" | grep -q LISTEN && { echo "$p"; return; }
-    done
-}
-SUB_PORT=$(free_port)
-HTTP_PORT=$(free_port)
+write_daemon_config
 
-cat >"$WORK/floormta.yaml" <<EOF
-workers: 2
-spool:
-  dir: $WORK/spool
-dns:
-  servers: ["127.0.0.1:$DNS_PORT"]
-tls:
-  ca_file: $WORK/pki/ca.crt
-delivery:
-  helo_name: client.floormta.test
-  port: $SMTP_PORT
-  connect_timeout: 5s
-  reply_timeout: 10s
-listen:
-  smtp:
-    - address: 127.0.0.1:$SUB_PORT
-      mode: starttls
-  http: 127.0.0.1:$HTTP_PORT
-  tls:
-    cert_file: $WORK/pki/valid.crt
-    key_file: $WORK/pki/valid.key
-api:
-  tokens: ["test-token-0123456789abcdef"]
-log:
-  delivery: $WORK/log/delivery.log
-  engine: $WORK/log/engine.log
-EOF
-
-"$BIN/floormta" run --config "$WORK/floormta.yaml" >"$WORK/run.out" 2>&1 &
-DAEMON_PID=$!
-PIDS+=("$DAEMON_PID")
-for i in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null 2>&1 && break
-    kill -0 "$DAEMON_PID" 2>/dev/null || break
-    sleep 0.1
-done
-curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null 2>&1 ||
-    { echo "the daemon did not start:"; cat "$WORK/run.out" "$WORK/log/engine.log" 2>/dev/null; exit 1; }
+start_daemon
 
 LOAD=("$BIN/floormta-load" --smtp "127.0.0.1:$SUB_PORT" --stats-file "$STATS"
     --metrics "http://127.0.0.1:$HTTP_PORT/metrics" --pid "$DAEMON_PID" --wait 40)
