@@ -25,34 +25,16 @@ start_receivers
 
 SUB_PORT=$(free_port)
 HTTP_PORT=$(free_port)
-# Only 127.0.0.1 may relay, so that a client on 127.0.0.2 is refused.
-cat >"$WORK/floormta.yaml" <<EOF
-workers: 2
-spool:
-  dir: $WORK/spool
-dns:
-  servers: ["127.0.0.1:$DNS_PORT"]
-tls:
-  ca_file: $WORK/pki/ca.crt
-delivery:
-  helo_name: client.floormta.test
-  port: $SMTP_PORT
-  connect_timeout: 5s
-  reply_timeout: 10s
-  retry:
-    first: 1h
-listen:
+# No STARTTLS (no certificate), no API token; only 127.0.0.1 may relay, so that a client
+# on 127.0.0.2 is refused.
+write_daemon_config "listen:
   smtp:
     - address: 127.0.0.1:$SUB_PORT
   http: 127.0.0.1:$HTTP_PORT
 submission:
-  relay_networks: ["127.0.0.1/32"]
+  relay_networks: [\"127.0.0.1/32\"]
 api:
-  local_token_file: $WORK/run/api.token
-log:
-  delivery: $WORK/log/delivery.log
-  engine: $WORK/log/engine.log
-EOF
+  local_token_file: $WORK/run/api.token"
 start_daemon
 
 # ---- floormta send --------------------------------------------------------------------------
