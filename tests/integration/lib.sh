@@ -35,6 +35,14 @@ finish() {
     [ "$FAILED" -eq 0 ]
 }
 
+# need_tools TOOL...: exits unless each is on the PATH.
+need_tools() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "$tool is missing (scripts/deps.sh installs it)"; exit 1; }
+    done
+}
+
 make_pki() {
     "$BIN/floormta-testpki" "$WORK/pki" mx.floormta.test || { echo "cannot make the PKI"; exit 1; }
 }
@@ -153,6 +161,9 @@ start_receivers() {
     [ -s "$WORK/sinks.ready" ] || { echo "the sinks did not start"; cat "$WORK/sinks.err"; exit 1; }
     PIDS+=("$pid")
 }
+
+# start_test_network: the PKI, the zone, dnsmasq and the receivers, as they come.
+start_test_network() { make_pki; write_test_zone; start_dnsmasq; start_receivers; }
 
 # The API token of write_daemon_config's file.
 TOKEN=test-token-0123456789abcdef

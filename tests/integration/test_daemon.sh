@@ -14,15 +14,9 @@
 #     recovers it.
 . "$(dirname "$0")/lib.sh"
 
-for tool in swaks jq curl promtool; do
-    command -v "$tool" >/dev/null || { echo "$tool is missing (scripts/deps.sh installs it)"; exit 1; }
-done
+need_tools swaks jq curl promtool
 
-make_pki
-
-write_test_zone
-start_dnsmasq
-start_receivers
+start_test_network
 
 write_daemon_config
 check "check-config accepts the test configuration" \

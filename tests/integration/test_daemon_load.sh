@@ -14,14 +14,9 @@
 #     restart recovers everything the spool holds.
 . "$(dirname "$0")/lib.sh"
 
-for tool in smtp-source jq curl; do
-    command -v "$tool" >/dev/null || { echo "$tool is missing (scripts/deps.sh installs it)"; exit 1; }
-done
+need_tools smtp-source jq curl
 
-make_pki
-write_test_zone
-start_dnsmasq
-start_receivers
+start_test_network
 
 SUB_PORT=$(free_port)
 HTTP_PORT=$(free_port)

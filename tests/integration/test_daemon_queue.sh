@@ -11,15 +11,9 @@
 # unknown ids and bad input get 404 and 400.
 . "$(dirname "$0")/lib.sh"
 
-for tool in swaks jq curl promtool; do
-    command -v "$tool" >/dev/null || { echo "$tool is missing (scripts/deps.sh installs it)"; exit 1; }
-done
+need_tools swaks jq curl promtool
 
-make_pki
-
-write_test_zone
-start_dnsmasq
-start_receivers
+start_test_network
 
 write_daemon_config "api:
   tokens: [\"$TOKEN\"]

@@ -14,14 +14,9 @@
 #   - the engine log says what was applied; SIGTERM still exits 0.
 . "$(dirname "$0")/lib.sh"
 
-for tool in swaks jq curl python3; do
-    command -v "$tool" >/dev/null || { echo "$tool is missing (scripts/deps.sh installs it)"; exit 1; }
-done
+need_tools swaks jq curl python3
 
-make_pki
-write_test_zone
-start_dnsmasq
-start_receivers
+start_test_network
 
 TOKEN_A=reload-token-a-0123456789
 TOKEN_B=reload-token-b-0123456789

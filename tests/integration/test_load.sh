@@ -11,9 +11,7 @@
 # The setup follows test_daemon.sh (lib.sh).
 . "$(dirname "$0")/lib.sh"
 
-for tool in jq curl; do
-    command -v "$tool" >/dev/null || { echo "$tool is missing (scripts/deps.sh installs it)"; exit 1; }
-done
+need_tools jq curl
 
 make_pki
 
