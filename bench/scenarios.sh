@@ -146,10 +146,12 @@ scenario_large() {
 }
 
 scenario_scaling() {
-    local w n
+    local w n label
     for w in $SCALING_WORKERS; do
         for n in $SCALING_COUNTS; do
-            run_simple "scaling-w$w-$((n / 1000))k" "$w" "$n" 10k 100 0 8 \
+            label=$n
+            [ $((n % 1000)) -eq 0 ] && label=$((n / 1000))k
+            run_simple "scaling-w$w-$label" "$w" "$n" 10k 100 0 8 \
                 "$w worker(s), $n messages over 100 domains"
         done
     done
