@@ -24,6 +24,10 @@ API_TOKEN=bench-token-0123456789abcdef
 SCEN_PIDS=()
 WORK=
 
+# rand_port: a port below the kernel's ephemeral range (32768-60999 by default), so
+# that no connection's source port, ours or another program's, can already hold it.
+rand_port() { echo $((20000 + RANDOM % 12000)); }
+
 # scen_teardown: stops what this scenario started (newest first: the daemon before its
 # sinks and DNS), each by its PID, and removes the scratch folder.
 scen_teardown() {
@@ -108,7 +112,7 @@ scen_start_dnsmasq() {
     sed -i '1i local-ttl=3600' "$WORK/zone.conf"
     local attempt i pid
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
-        DNS_PORT=$((20000 + RANDOM % 40000))
+        DNS_PORT=$(rand_port)
         "$DNSMASQ" --keep-in-foreground --conf-file="$WORK/zone.conf" --no-resolv --no-hosts \
             --no-poll --bind-interfaces --listen-address=127.0.0.1 --port="$DNS_PORT" \
             --pid-file="$WORK/dnsmasq.pid" --log-facility="$WORK/dnsmasq.log" \
@@ -142,7 +146,7 @@ scen_start_sink() {
     shift
     local attempt i pid spec args fixed=$SMTP_PORT
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
-        [ -n "$fixed" ] || SMTP_PORT=$((20000 + RANDOM % 40000))
+        [ -n "$fixed" ] || SMTP_PORT=$(rand_port)
         args=()
         for spec in "$@"; do args+=(--listen "${spec%%=*}:$SMTP_PORT=${spec#*=}"); done
         rm -f "$WORK/$name.ready"
@@ -175,20 +179,33 @@ scen_sink_stat() { awk -v k="$2" '$1 == k { print $2 }' "$WORK/$1.stats"; }
 free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 40000))
+        p=$(rand_port)
         ! ss -ltn "sport = :$p" | grep -q LISTEN && { echo "$p"; return; }
     done
 }
 
 # scen_start_daemon WORKERS: writes $WORK/floormta.yaml (spool in $WORK/spool on disk,
 # sync_fs from BENCH_SYNC_FS, the scenario's DNS and delivery port, the test CA) and
-# starts `floormta run`, ready once /healthz answers. Sets DAEMON_PID, SUB_PORT,
-# METRICS_URL.
+# starts `floormta run`, ready once /healthz answers; other ports if it cannot listen
+# (another program may have taken one since free_port looked). Sets DAEMON_PID,
+# SUB_PORT, METRICS_URL.
 scen_start_daemon() {
+    local attempt
+    for attempt in 1 2 3 4 5; do
+        start_daemon_once "$1" && return 0
+        grep -q 'Address already in use' "$WORK/run.out" "$WORK/log/engine.log" 2>/dev/null || break
+        echo "   (daemon: a port was taken, trying others)"
+    done
+    cat "$WORK/run.out" "$WORK/log/engine.log" >&2 2>/dev/null || true
+    die "the daemon did not start"
+}
+
+start_daemon_once() {
     local workers=$1 sync=false i
     [ "$BENCH_SYNC_FS" = 1 ] && sync=true
     SUB_PORT=$(free_port)
     HTTP_PORT=$(free_port)
+    while [ "$HTTP_PORT" = "$SUB_PORT" ]; do HTTP_PORT=$(free_port); done
     cat >"$WORK/floormta.yaml" <<EOF
 workers: $workers
 spool:
@@ -218,17 +235,21 @@ log:
   delivery: $WORK/log/delivery.log
   engine: $WORK/log/engine.log
 EOF
+    rm -rf "$WORK/spool" "$WORK/log" && mkdir -p "$WORK/log"
     "$BIN/floormta" run --config "$WORK/floormta.yaml" >"$WORK/run.out" 2>&1 &
     DAEMON_PID=$!
-    SCEN_PIDS+=("$DAEMON_PID")
     METRICS_URL="http://127.0.0.1:$HTTP_PORT/metrics"
     for i in $(seq 1 100); do
-        curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null 2>&1 && return 0
+        if curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null 2>&1; then
+            SCEN_PIDS+=("$DAEMON_PID")
+            return 0
+        fi
         kill -0 "$DAEMON_PID" 2>/dev/null || break
         sleep 0.1
     done
-    cat "$WORK/run.out" "$WORK/log/engine.log" >&2 2>/dev/null || true
-    die "the daemon did not start"
+    kill -TERM "$DAEMON_PID" 2>/dev/null || true
+    wait "$DAEMON_PID" 2>/dev/null || true
+    return 1
 }
 
 # scen_scrape FILE: the daemon's /metrics into FILE.
