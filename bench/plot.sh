@@ -42,8 +42,13 @@ set output "$RESULTS/throughput.png"
 set title "$TITLE: throughput"
 set ylabel "delivered messages/s"
 set yrange [0:*]
+set offsets 0, 0, graph 0.1, 0
 set style histogram clustered gap 1
-plot "$DATA" using 2:xtic(1) title "delivered msgs/s" lc rgb "#3a6ea5"
+unset key
+plot "$DATA" using 2:xtic(1) lc rgb "#3a6ea5", \
+     "" using 0:2:(sprintf("%.0f", column(2))) with labels offset 0,0.7
+set key top right
+set offsets 0, 0, 0, 0
 
 set output "$RESULTS/latency.png"
 set title "$TITLE: inject -> deliver latency"
