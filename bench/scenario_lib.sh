@@ -6,16 +6,17 @@
 # process started here is stopped by its PID (scen_teardown, and the EXIT trap).
 #
 # The caller sets, before sourcing:
-#   BIN      the build folder (floormta, floormta-sink, floormta-load, floormta-testpki)
-#   RESULTS  where the JSON files and results.md go
+#   BIN      the build folder (floormta, floormta-sink, floormta-load, floormta-testpki);
+#            default $FLOORMTA_BIN
+#   RESULTS  where the JSON files and results.md go; default $BENCH_RESULTS
 # and may set BENCH_SCRATCH (parent of the scratch folders; default /var/tmp: a disk,
 # not a tmpfs), BENCH_SYNC_FS (1: spool.sync_fs true), BENCH_KEEP_WORK (1: keep them).
 #
 # bench/compare_postfix.sh may source this file too: scen_table_row and scen_result
 # give its rows the same shape (see "The Postfix hook" in bench/scenarios.sh).
 
-: "${BIN:?BIN must name the build folder}"
-: "${RESULTS:?RESULTS must name the results folder}"
+BIN=${BIN:-${FLOORMTA_BIN:?BIN or FLOORMTA_BIN must name the build folder}}
+RESULTS=${RESULTS:-${BENCH_RESULTS:?RESULTS or BENCH_RESULTS must name the results folder}}
 BENCH_SCRATCH=${BENCH_SCRATCH:-/var/tmp}
 BENCH_SYNC_FS=${BENCH_SYNC_FS:-0}
 DNSMASQ=/usr/sbin/dnsmasq

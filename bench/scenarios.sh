@@ -35,6 +35,7 @@
 # floormta-load report, or the same keys: injected, deliver_rate, latency_ms,
 # engine, config.size) and appends their rows with scen_table_row (after sourcing
 # $BENCH_LIB), so they join the table and the plots. Its failure is reported, not fatal.
+# BENCH_POSTFIX_HOOK names another script in its place (the tests use a fake one).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -264,7 +265,7 @@ scenario_mixed() {
 }
 
 run_postfix() {
-    local hook=$ROOT/bench/compare_postfix.sh
+    local hook=${BENCH_POSTFIX_HOOK:-$ROOT/bench/compare_postfix.sh}
     if [ ! -f "$hook" ]; then
         echo "== postfix: bench/compare_postfix.sh is not there: skipped"
         return 0
