@@ -29,7 +29,7 @@
 #
 # The Postfix hook: if bench/compare_postfix.sh exists it runs last, as
 #   bash bench/compare_postfix.sh
-# with FLOORMTA_BIN, BENCH_RESULTS, BENCH_SCALE (full|small), BENCH_SYNC_FS and
+# with FLOORMTA_BIN, BENCH_RESULTS, BENCH_SCALE (full|small), BENCH_SYNC_FS, BENCH_SCRATCH and
 # BENCH_LIB (this folder's scenario_lib.sh) exported. It writes its runs as
 # $BENCH_RESULTS/<run>.json with at least {scenario, params, load} (load: a
 # floormta-load report, or the same keys: injected, deliver_rate, latency_ms,
@@ -272,6 +272,7 @@ run_postfix() {
     fi
     echo "== postfix: bench/compare_postfix.sh"
     FLOORMTA_BIN=$BIN BENCH_RESULTS=$RESULTS BENCH_SCALE=$BENCH_SCALE BENCH_SYNC_FS=$BENCH_SYNC_FS \
+        BENCH_SCRATCH=$BENCH_SCRATCH \
         BENCH_LIB=$ROOT/bench/scenario_lib.sh bash "$hook" ||
         echo "| postfix | | | | | | | | | | compare_postfix.sh failed (exit $?) |" >>"$RESULTS/results.md"
 }
