@@ -20,15 +20,19 @@ files=()
 while IFS= read -r f; do files+=("$f"); done < <(ls -tr "$RESULTS"/*.json 2>/dev/null)
 for f in "${files[@]}"; do
     jq -r 'select(type == "object" and has("scenario") and .load != null)
-        | [.scenario, (.load.deliver_rate // 0), (.load.latency_ms.p50 // 0),
+        | [(.scenario | sub("^compare_postfix-"; "vs-pfx ")), (.load.deliver_rate // 0), (.load.latency_ms.p50 // 0),
            (.load.latency_ms.p90 // 0), (.load.latency_ms.p99 // 0)] | @tsv' "$f"
 done >"$DATA"
 [ -s "$DATA" ] || { echo "plot: no results in $RESULTS (run bench/scenarios.sh)" >&2; exit 1; }
 
+# Wide enough for every run's label (about 60 pixels a run).
+WIDTH=$(($(wc -l <"$DATA") * 60 + 300))
+[ "$WIDTH" -ge 1100 ] || WIDTH=1100
+
 TITLE="floormta load scenarios ($(jq -r '"\(.cpu), \(.cores) cores"' "$RESULTS/machine.json" 2>/dev/null || echo))"
 
 gnuplot <<GNUPLOT
-set terminal pngcairo size 1100,520 font "sans,10"
+set terminal pngcairo size $WIDTH,600 font "sans,10" noenhanced
 set datafile separator "\t"
 set style data histograms
 set style fill solid 0.8 border -1
@@ -36,7 +40,8 @@ set boxwidth 0.8
 set grid ytics
 set xtics rotate by -35 left nomirror
 set key top right
-set bmargin 7
+set bmargin 11
+set rmargin 14
 
 set output "$RESULTS/throughput.png"
 set title "$TITLE: throughput"
