@@ -41,7 +41,8 @@ test-asan: build-asan
 # The load scenarios of issue 7 (bench/scenarios.sh: one-domain, many-domains, mixed,
 # large, scaling, then bench/compare_postfix.sh when present), each on its own test
 # network; then bench/plot.sh prints the table and draws bench/results/*.png. About
-# 10 minutes on 2 cores. BENCH_ARGS passes options and scenario names, e.g.
+# 5.5 minutes on the 2-core development machine, the Postfix comparison included.
+# BENCH_ARGS passes options and scenario names, e.g.
 # `make bench BENCH_ARGS="--small"` or BENCH_ARGS="--sync-fs mixed".
 BENCH_ARGS ?=
 bench: build

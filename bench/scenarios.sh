@@ -201,6 +201,7 @@ scenario_mixed() {
         sleep 0.2
     done
     local conns1 refuse_entries
+    sleep 0.5 # the sink's stats file is rewritten every 200 ms
     conns1=$(scen_sink_stat bad connections)
 
     # Phase 2: new domains on the same hosts: only the capability cache stands between
