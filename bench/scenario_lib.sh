@@ -20,6 +20,7 @@ RESULTS=${RESULTS:-${BENCH_RESULTS:?RESULTS or BENCH_RESULTS must name the resul
 BENCH_SCRATCH=${BENCH_SCRATCH:-/var/tmp}
 BENCH_SYNC_FS=${BENCH_SYNC_FS:-0}
 DNSMASQ=/usr/sbin/dnsmasq
+SCEN_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 API_TOKEN=bench-token-0123456789abcdef
 
 SCEN_PIDS=()
@@ -289,7 +290,7 @@ scen_result() {
     jq -n --arg name "$name" --argjson params "$params" --slurpfile load "$load" \
         --slurpfile machine "$RESULTS/machine.json" --argjson extra "$extra" \
         --argjson sync "$([ "$BENCH_SYNC_FS" = 1 ] && echo true || echo false)" \
-        --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+        --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg commit "$(git -C "$SCEN_LIB_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
         '{scenario: $name, date: $date, commit: $commit, params: $params,
           spool: {sync_fs: $sync, on: $machine[0].disk.filesystem},
           machine: $machine[0], load: $load[0], extra: $extra}' >"$RESULTS/$name.json"
