@@ -5,7 +5,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?= --output-on-failure
 
-.PHONY: all deps build build-asan run test test-plain test-asan bench format clean
+.PHONY: all deps build build-asan run test test-plain test-asan bench microbench format clean
 
 all: build
 
@@ -38,7 +38,20 @@ test-asan: build-asan
 	@cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_ARGS) -j $(JOBS)
 
+# The load scenarios of issue 7 (bench/scenarios.sh: one-domain, many-domains, mixed,
+# large, scaling, then bench/compare_postfix.sh when present), each on its own test
+# network; then bench/plot.sh prints the table and draws bench/results/*.png. About
+# 5.5 minutes on the 2-core development machine, the Postfix comparison included.
+# BENCH_ARGS passes options and scenario names, e.g.
+# `make bench BENCH_ARGS="--small"` or BENCH_ARGS="--sync-fs mixed".
+BENCH_ARGS ?=
 bench: build
+	@FLOORMTA_BIN=$(abspath $(BUILD)) bash bench/scenarios.sh $(BENCH_ARGS)
+	@bash bench/plot.sh
+
+# The Google Benchmark microbenchmarks (TLS handshakes, caches, spool, end-to-end
+# delivery in one process): a separate target, several minutes on their own.
+microbench: build
 	@$(BUILD)/floormta-bench
 
 format:

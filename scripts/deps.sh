@@ -24,6 +24,7 @@ pkgs=(
     postfix                    # only for smtp-source (load client); never configured or started
     openssl                    # s_client: the submission listener refuses TLS 1.0 / 1.1
     whois                      # mkpasswd, to make credentials-file hashes
+    gnuplot-nox                # bench/plot.sh: the load scenarios' throughput and latency PNGs
 )
 
 missing=()
