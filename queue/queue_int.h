@@ -226,6 +226,11 @@ int queue_spool_pool_take(struct queue_spool *sp, char name[QUEUE_POOL_NAME], ui
  * pool if it has room, else unlinked. Returns 0, -ENOENT (no such file), -errno. */
 int queue_spool_pool_recycle(struct queue_spool *sp, int dirfd, const char *name, uint64_t bytes);
 
+/* A file in tmp/ that the committer no longer needs (the old state a RENAME_EXCHANGE
+ * left under a temporary name): into the pool under a pool name, or unlinked when the
+ * pool is full. Committer only. */
+void queue_spool_pool_keep(struct queue_spool *sp, const char *tmpname);
+
 /* Unlinks every pooled file (the disk runs short). */
 void queue_spool_pool_drain(struct queue_spool *sp);
 

@@ -33,6 +33,7 @@
 #include "queue/queue_int.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +106,25 @@ int queue_spool_pool_recycle(struct queue_spool *sp, int dirfd, const char *name
             return -ENOENT;
     }
     return unlinkat(dirfd, name, 0) == 0 ? 0 : -errno;
+}
+
+void queue_spool_pool_keep(struct queue_spool *sp, const char *tmpname)
+{
+    struct stat st;
+    if (fstatat(sp->tmpfd, tmpname, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return;
+    /* Written into a pool file, the new state left its pool name behind on the old
+     * inode: it goes back on the stack as it is, without a rename. */
+    uint64_t seq = 0;
+    char canon[QUEUE_POOL_NAME];
+    if (sscanf(tmpname, POOL_PREFIX "%20" SCNu64, &seq) == 1 && seq > 0) {
+        queue_spool_pool_name(seq, canon);
+        if (strcmp(canon, tmpname) == 0 && pool_has_room(sp, (uint64_t)st.st_size)) {
+            pool_push(sp, seq, (uint64_t)st.st_size);
+            return;
+        }
+    }
+    queue_spool_pool_recycle(sp, sp->tmpfd, tmpname, (uint64_t)st.st_size);
 }
 
 void queue_spool_pool_drain(struct queue_spool *sp)

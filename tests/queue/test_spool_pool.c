@@ -147,11 +147,34 @@ static void test_reuse(void **state)
     assert_int_equal(got->rcpts[0].attempts, 3);
     queue_envelope_free(got);
 
+    /* A second update exchanges the state files: the new state takes the pool's file,
+     * the old state's inode goes into the pool (nothing freed, nothing created), and
+     * the state reads back as the latest. */
+    ino_t old_state = st.st_ino;
+    assert_int_equal(count_free(NULL), 0);
+    env->id = c;
+    env->rcpts[0].attempts = 4;
+    assert_int_equal(update_sync(port, env), 0); /* a new inode: the pool was empty */
+    msg_stat(c, ".st", &st);
+    ino_t mid_state = st.st_ino;
+    assert_int_equal(count_free(&ino), 1);
+    assert_int_equal(ino, old_state); /* the replaced state is a pool file now */
+    env->rcpts[0].attempts = 5;
+    assert_int_equal(update_sync(port, env), 0);
+    msg_stat(c, ".st", &st);
+    assert_int_equal(st.st_ino, old_state); /* written into the pool file */
+    assert_int_equal(count_free(&ino), 1);
+    assert_int_equal(ino, mid_state); /* and the one it replaced went to the pool */
+    assert_int_equal(queue_spool_read(sp, c, &got, NULL, NULL), 0);
+    assert_int_equal(got->rcpts[0].attempts, 5);
+    queue_envelope_free(got);
+    assert_int_equal(count_free(NULL), 1);
+
     /* Its removal recycles both files. */
     assert_int_equal(remove_sync(port, c), 0);
-    assert_int_equal(count_free(NULL), 2);
+    assert_int_equal(count_free(NULL), 3);
     assert_int_equal(remove_sync(port, c), QUEUE_ERR_NOT_FOUND);
-    assert_int_equal(count_free(NULL), 2);
+    assert_int_equal(count_free(NULL), 3);
 
     queue_spool_close(sp);
     queue_port_free(port);
