@@ -176,7 +176,7 @@ static void api_queue(void *arg, struct eng_http_req *req)
     if (!eng_api_authorized(api, req))
         return;
     if (!api->ops->queue_summary) {
-        eng_api_reply_error(req, 501, "not implemented", NULL);
+        eng_api_reply_error(req, 501, "this server does not offer it", NULL);
         return;
     }
     json_t *doc = NULL;
@@ -214,7 +214,7 @@ static void api_queue_messages(void *arg, struct eng_http_req *req)
     if (!eng_api_authorized(api, req))
         return;
     if (!api->ops->queue_list) {
-        eng_api_reply_error(req, 501, "not implemented", NULL);
+        eng_api_reply_error(req, 501, "this server does not offer it", NULL);
         return;
     }
     const char *domain = eng_http_req_query(req, "domain");
@@ -248,7 +248,7 @@ static void api_destinations(void *arg, struct eng_http_req *req)
     if (!eng_api_authorized(api, req))
         return;
     if (!api->ops->destinations) {
-        eng_api_reply_error(req, 501, "not implemented", NULL);
+        eng_api_reply_error(req, 501, "this server does not offer it", NULL);
         return;
     }
     json_t *doc = NULL;
@@ -262,7 +262,7 @@ static void api_action(struct eng_api *api, struct eng_http_req *req, enum eng_a
     if (!eng_api_authorized(api, req))
         return;
     if (!api->ops->queue_action) {
-        eng_api_reply_error(req, 501, "not implemented", NULL);
+        eng_api_reply_error(req, 501, "this server does not offer it", NULL);
         return;
     }
     const char *id_text = eng_http_req_query(req, "id");
