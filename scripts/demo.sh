@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/demo.sh BUILD_DIR — what `make run` does until the daemon exists: starts
+# scripts/demo.sh BUILD_DIR — the TLS floor at a glance: starts
 # floormta-sink on loopback with one listener per receiver profile, probes each with
 # `floormta probe`, and prints the table of verdicts: what floormta refuses, and why.
 set -u
