@@ -3,7 +3,8 @@
  * concurrent SMTP connections and reports what it injected, what the sinks received
  * and what it cost the daemon (issue 7).
  *
- *   floormta-load --smtp ADDR:PORT (--count N | --duration S) [--conns C] [--rate R]
+ *   floormta-load (--smtp ADDR:PORT | --http URL --token T) (--count N | --duration S)
+ *                 [--conns C] [--rate R]
  *                 [--domains K] [--size BYTES] [--suffix DOMAIN] [--from ADDR]
  *                 [--helo NAME] [--no-pipelining] [--stats-file FILE ...]
  *                 [--metrics URL] [--pid PID] [--json FILE] [--wait S] [--timeout S]
@@ -21,9 +22,13 @@
  * plain line per second. SIGINT once stops injecting (the run still waits for the
  * deliveries and reports); twice, it closes everything and reports at once.
  *
+ * With --http URL the connections are HTTP/1.1 keep-alive clients of the daemon's API
+ * instead: each message is one POST /api/v1/messages (load_http.c), 202 is injected,
+ * any other status a refusal ("http 503"); a 401 (wrong --token) ends the run.
+ *
  * Exit status: 0 when everything injected was delivered (or no sink was given to
  * count), 2 when deliveries are missing at the end of the wait, 1 for bad arguments, a
- * failure to start, or 5 x C connection errors in a row (the run gives up).
+ * failure to start, 5 x C connection errors in a row or a 401 (the run gives up).
  */
 #include "bench/load.h"
 
@@ -127,7 +132,7 @@ static void refill(struct load_run *run, uint64_t now)
         run->wait_len--;
         run->tokens -= 1.0;
         run->granted = idx + 1;
-        load_session_token(run, idx, true);
+        run->ops->token(run, idx, true);
         run->granted = 0;
     }
 }
@@ -139,7 +144,7 @@ static void drain_waiters(struct load_run *run)
         unsigned idx = run->waiters[run->wait_head];
         run->wait_head = (run->wait_head + 1) % run->cfg->conns;
         run->wait_len--;
-        load_session_token(run, idx, false);
+        run->ops->token(run, idx, false);
     }
 }
 
@@ -165,7 +170,7 @@ static void progress(struct load_ticker *t, uint64_t now, bool final)
                      t->phase == LOAD_PHASE_INJECT ? "inject " : "deliver",
                      (unsigned long long)run->c.injected, inj_rate, cfg->nstats ? "" : "? ",
                      (unsigned long long)t->delivered, del_rate, (unsigned long long)run->c.refused,
-                     (unsigned long long)run->c.lost, load_sessions_live(run));
+                     (unsigned long long)run->c.lost, run->ops->live(run));
     if (cfg->count != 0 && cfg->tty) {
         /* A bar for the count: what is known to be finished, out of N. */
         unsigned width = 20, full = (unsigned)(width * run->c.injected / cfg->count);
@@ -222,8 +227,8 @@ static void tick(struct load_ticker *t)
         if (run->no_more)
             drain_waiters(run);
         for (unsigned i = 0; i < cfg->conns; i++)
-            load_session_poke(run, i);
-        if (load_sessions_live(run) == 0) {
+            run->ops->poke(run, i);
+        if (run->ops->live(run) == 0) {
             run->inject_end_ms = now;
             t->phase = LOAD_PHASE_DELIVER;
             t->next_read_ms = now;
@@ -250,7 +255,7 @@ static void tick(struct load_ticker *t)
     int err = eng_op_timer(run->loop, t->h, t->tick_ms);
     if (err != 0) {
         eng_log(ENG_LOG_ERROR, "load: ticker: %s", eng_strerror(err));
-        load_sessions_close_all(run);
+        run->ops->close_all(run);
         ticker_stop(t);
     }
 }
@@ -277,7 +282,7 @@ static void signal_complete(void *ctx, const struct eng_completion *comp)
         t->sigint++;
         t->run->no_more = true;
         if (t->sigint > 1)
-            load_sessions_close_all(t->run);
+            t->run->ops->close_all(t->run);
         fprintf(stderr, "\nfloormta-load: %s\n",
                 t->sigint > 1 ? "interrupted: reporting now"
                               : "stopping injection (again to skip the wait)");
@@ -303,7 +308,10 @@ static const struct eng_handle_ops signal_ops = {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: floormta-load --smtp ADDR:PORT (--count N | --duration SECONDS) [options]\n"
+            "usage: floormta-load (--smtp ADDR:PORT | --http URL --token T)\n"
+            "                     (--count N | --duration SECONDS) [options]\n"
+            "  --http URL           inject through the HTTP API (http://HOST:PORT), not SMTP\n"
+            "  --token T            the API's bearer token (with --http)\n"
             "  --conns C            concurrent SMTP connections (default 8)\n"
             "  --rate R             target messages/s over all connections (default: no limit)\n"
             "  --domains K          recipient domains d0000..d<K-1>.SUFFIX (default 10)\n"
@@ -421,6 +429,27 @@ static int parse_args(int argc, char **argv, struct load_config *cfg)
                         val);
                 return 1;
             }
+        } else if (strcmp(opt, "--http") == 0) {
+            static char hostport[128];
+            const char *hp = strncmp(val, "http://", 7) == 0 ? val + 7 : NULL;
+            size_t n = hp != NULL ? strcspn(hp, "/") : 0;
+            cfg->http = val;
+            if (hp == NULL || n == 0 || n >= sizeof(hostport) ||
+                strspn(hp + n, "/") != strlen(hp + n)) {
+                fprintf(stderr, "floormta-load: --http %s: expected http://HOST:PORT\n", val);
+                return 1;
+            }
+            memcpy(hostport, hp, n);
+            hostport[n] = '\0';
+            cfg->http_host = hostport;
+            if (parse_addr(hostport, cfg) != 0) {
+                fprintf(stderr,
+                        "floormta-load: --http %s: expected an IPv4 or [IPv6] host and a port\n",
+                        val);
+                return 1;
+            }
+        } else if (strcmp(opt, "--token") == 0) {
+            cfg->token = val;
         } else if (strcmp(opt, "--count") == 0 && num_ok) {
             cfg->count = (uint64_t)v;
         } else if (strcmp(opt, "--duration") == 0 && num_ok) {
@@ -468,9 +497,24 @@ static int parse_args(int argc, char **argv, struct load_config *cfg)
             return 1;
         }
     }
-    if (cfg->smtp == NULL) {
-        fprintf(stderr, "floormta-load: --smtp ADDR:PORT is required\n");
+    if ((cfg->smtp == NULL) == (cfg->http == NULL)) {
+        fprintf(stderr, "floormta-load: give one of --smtp ADDR:PORT and --http URL\n");
         return 1;
+    }
+    if (cfg->http != NULL) {
+        /* Copied verbatim into the JSON and the headers: nothing to escape. */
+        const char *vals[] = { cfg->from, cfg->suffix, cfg->token ? cfg->token : "" };
+        for (size_t i = 0; i < 3; i++)
+            for (const char *p = vals[i]; *p != '\0'; p++)
+                if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20 || *p == 0x7f) {
+                    fprintf(stderr, "floormta-load: --from, --suffix and --token: no quotes, "
+                                    "backslashes or control characters\n");
+                    return 1;
+                }
+        if (cfg->token == NULL || strlen(cfg->token) > 512) {
+            fprintf(stderr, "floormta-load: --http needs --token T (at most 512 bytes)\n");
+            return 1;
+        }
     }
     if (cfg->count == 0 && cfg->duration_s <= 0) {
         fprintf(stderr, "floormta-load: give --count N or --duration SECONDS\n");
@@ -604,7 +648,8 @@ int main(int argc, char **argv)
     static struct load_sink_snap sink_now;
     static struct load_ticker t = { .sig_fd = -1 };
     run.cfg = &cfg;
-    if (build_body(&run) != 0)
+    run.ops = cfg.http != NULL ? &load_http_session_ops : &load_smtp_session_ops;
+    if (build_body(&run) != 0 || (cfg.http != NULL && load_http_build_body(&run) != 0))
         return 1;
     run.waiters = calloc(cfg.conns, sizeof(*run.waiters));
     if (run.waiters == NULL)
@@ -615,7 +660,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "floormta-load: event loop: %s\n", eng_strerror(err));
         return 1;
     }
-    load_sessions_init(&run);
+    run.ops->init(&run);
 
     t.run = &run;
     t.tick_ms = cfg.rate > 0 ? 2 : 10;
@@ -663,8 +708,9 @@ int main(int argc, char **argv)
         rc = 2;
 
     eng_loop_free(run.loop);
-    load_sessions_free(&run);
+    run.ops->free(&run);
     free(run.waiters);
     free(run.body);
+    free(run.http_body);
     return rc;
 }

@@ -7,6 +7,8 @@
  *                   wait for deliveries), signals;
  *   load_session.c  one SMTP submission connection: the client state machine and its
  *                   I/O on the loop (engine/loop.h);
+ *   load_http.c     the other session kind (--http): one HTTP/1.1 keep-alive connection
+ *                   POSTing /api/v1/messages, its own state machine on the same loop;
  *   load_observe.c  what is read from outside: the sinks' --stats-file, the daemon's
  *                   /metrics, /proc/PID of the daemon;
  *   load_report.c   the final report, as text and as JSON (--json).
@@ -44,7 +46,10 @@
 /* ---- configuration (load.c parses it) ------------------------------------------------- */
 
 struct load_config {
-    const char *smtp;             /* "127.0.0.1:2525" as given */
+    const char *smtp;             /* "127.0.0.1:2525" as given, or NULL with --http */
+    const char *http;             /* "http://127.0.0.1:8025" as given, or NULL */
+    const char *http_host;        /* its HOST:PORT (the Host header) */
+    const char *token;            /* --token: the API's bearer token */
     struct sockaddr_storage addr; /* ... parsed */
     socklen_t addrlen;
     uint64_t count;    /* messages; 0 = bounded by duration only */
@@ -140,16 +145,46 @@ struct load_counters {
 };
 
 struct load_session;
+struct load_http_session;
+struct load_run;
+
+/* The session kind, chosen once at start (SMTP, or HTTP with --http). */
+struct load_session_ops {
+    /* Allocates the sessions (start-up; aborts on no memory). */
+    void (*init)(struct load_run *run);
+    /* Frees them. Call after the loop has released every handle. */
+    void (*free)(struct load_run *run);
+    /* Starts (or restarts) session idx when it is closed and its retry time has come.
+     * Returns true if it is running (or was started). */
+    bool (*poke)(struct load_run *run, unsigned idx);
+    /* A rate token for session idx, which load_run_take() queued: it begins its
+     * transaction, or quits when granted is false. */
+    void (*token)(struct load_run *run, unsigned idx, bool granted);
+    /* Sessions not yet finished for good. */
+    unsigned (*live)(const struct load_run *run);
+    /* Closes every session (SIGINT twice). */
+    void (*close_all)(struct load_run *run);
+};
+
+extern const struct load_session_ops load_smtp_session_ops; /* load_session.c */
+extern const struct load_session_ops load_http_session_ops; /* load_http.c */
 
 struct load_run {
     const struct load_config *cfg; /* borrowed */
     struct eng_loop *loop;
-    struct load_session *sessions; /* cfg->conns of them */
+    const struct load_session_ops *ops;
+    struct load_session *sessions;       /* cfg->conns of them (SMTP) */
+    struct load_http_session *hsessions; /* ... (HTTP) */
 
     /* The shared message: "\r\n" (end of the header), the body lines, ".\r\n". */
     char *body;
     size_t body_len;
     uint64_t run_id; /* start time in ns: makes Message-IDs unique across runs */
+
+    /* --http: the shared tail of every request's JSON: the body above without its ".",
+     * JSON-escaped, then the closing "\"}" (load_http_build_body()). */
+    char *http_body;
+    size_t http_body_len;
 
     uint64_t start_ms;      /* loop clock at the first connect */
     uint64_t inject_end_ms; /* when the last session finished */
@@ -175,6 +210,11 @@ int load_run_take(struct load_run *run, unsigned idx, uint64_t *seq);
 
 /* Counts a refusal under reason text ("rcpt 550 5.1.1"; borrowed, copied). */
 void load_run_refusal(struct load_run *run, const char *text);
+
+/* ---- HTTP sessions (load_http.c) ---------------------------------------------------------- */
+
+/* Builds run->http_body from run->body (start-up). Returns 0 or -ENOMEM. */
+int load_http_build_body(struct load_run *run);
 
 /* ---- sessions (load_session.c) ------------------------------------------------------------- */
 

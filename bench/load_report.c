@@ -123,11 +123,11 @@ int load_report(const struct load_report_in *in)
 
     json_t *root = json_object();
     json_object_set_new(root, "config",
-                        json_pack("{s:s, s:I, s:f, s:f, s:i, s:i, s:I, s:b}", "smtp", cfg->smtp,
-                                  "count", (json_int_t)cfg->count, "duration", cfg->duration_s,
-                                  "rate", cfg->rate, "conns", (int)cfg->conns, "domains",
-                                  (int)cfg->domains, "size", (json_int_t)cfg->size, "pipelining",
-                                  cfg->pipelining));
+                        json_pack("{s:s?, s:s?, s:I, s:f, s:f, s:i, s:i, s:I, s:b}", "smtp",
+                                  cfg->smtp, "http", cfg->http, "count", (json_int_t)cfg->count,
+                                  "duration", cfg->duration_s, "rate", cfg->rate, "conns",
+                                  (int)cfg->conns, "domains", (int)cfg->domains, "size",
+                                  (json_int_t)cfg->size, "pipelining", cfg->pipelining));
     json_object_set_new(root, "started", json_integer((json_int_t)c->started));
     json_object_set_new(root, "injected", json_integer((json_int_t)c->injected));
     json_object_set_new(root, "refused", json_integer((json_int_t)c->refused));
@@ -192,8 +192,9 @@ int load_report(const struct load_report_in *in)
     }
 
     /* ---- text ---- */
-    printf("floormta-load: %u conns, %u domains, %zu-byte messages%s\n", cfg->conns, cfg->domains,
-           cfg->size, cfg->pipelining ? "" : ", no pipelining");
+    printf("floormta-load: %u %s conns, %u domains, %zu-byte messages%s\n", cfg->conns,
+           cfg->http != NULL ? "HTTP" : "SMTP", cfg->domains, cfg->size,
+           cfg->pipelining || cfg->http != NULL ? "" : ", no pipelining");
     printf("  %-20s %llu of %llu begun in %.2f s: %.1f msgs/s (refused %llu, lost %llu; "
            "%llu connections, %llu errors)\n",
            "injected", (unsigned long long)c->injected, (unsigned long long)c->started,
@@ -207,7 +208,7 @@ int load_report(const struct load_report_in *in)
     } else {
         printf("  %-20s unknown (no --stats-file)\n", "delivered");
     }
-    hist_text("MAIL->250", c->inject_latency);
+    hist_text(cfg->http != NULL ? "POST->202" : "MAIL->250", c->inject_latency);
     print_counts("injection refusals", reasons);
     if (metrics) {
         print_counts("tls handshakes", json_object_get(root, "tls_handshakes"));

@@ -620,3 +620,12 @@ void load_sessions_close_all(struct load_run *run)
         }
     }
 }
+
+const struct load_session_ops load_smtp_session_ops = {
+    .init = load_sessions_init,
+    .free = load_sessions_free,
+    .poke = load_session_poke,
+    .token = load_session_token,
+    .live = load_sessions_live,
+    .close_all = load_sessions_close_all,
+};

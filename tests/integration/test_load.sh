@@ -7,6 +7,9 @@
 #     injected is delivered, latency quantiles are present and ordered, the daemon's
 #     TLS handshakes, CPU and peak RSS are reported;
 #   - a rate-limited run (200/s for 2 s): about 400 injected (within 20%);
+#   - an HTTP API run (--http, 200 messages, 4 keep-alive connections): everything
+#     injected over POST /api/v1/messages is delivered; a wrong token is a 401 refusal
+#     and exit 1;
 #   - the sink's stats file format that floormta-load reads.
 # The setup follows test_daemon.sh (lib.sh).
 . "$(dirname "$0")/lib.sh"
@@ -78,9 +81,36 @@ check "rate run: at most the rate allows (400 + the bucket), at least one" \
 check "rate run: all delivered, counted apart from the first run" \
     j '.delivered == .injected and .latency_ms.samples == .injected and .deliveries.ok == .injected' rate
 
+# ---- an HTTP API run ---------------------------------------------------------------------------
+HLOAD=("$BIN/floormta-load" --http "http://127.0.0.1:$HTTP_PORT" --stats-file "$STATS"
+    --metrics "http://127.0.0.1:$HTTP_PORT/metrics" --wait 40 --domains "$DOMAINS" --quiet)
+"${HLOAD[@]}" --token "$TOKEN" --count 200 --conns 4 --json "$WORK/http.json" \
+    >"$WORK/http.out" 2>"$WORK/http.err"
+rc=$?
+sed 's/^/# /' "$WORK/http.out" "$WORK/http.err"
+check "http run: exit 0" [ "$rc" = 0 ]
+check "http run: injected 200, none refused or lost" \
+    j '.injected == 200 and .started == 200 and .refused == 0 and .lost == 0' http
+check "http run: delivered 200 with latency samples" \
+    j '.delivered == 200 and .delivered_all and .latency_ms.samples == 200' http
+check "http run: 4 keep-alive connections, no errors" \
+    j '.connections == 4 and .connection_errors == 0' http
+check "http run: 200 received over HTTP by the daemon" j '.received.http == 200' http
+
+"${HLOAD[@]}" --token wrong-token --count 50 --conns 4 --json "$WORK/http401.json" \
+    >"$WORK/http401.out" 2>"$WORK/http401.err"
+rc=$?
+sed 's/^/# /' "$WORK/http401.out" "$WORK/http401.err"
+check "http wrong token: exit 1 (gives up)" \
+    bash -c "[ $rc = 1 ] && grep -q '401' '$WORK/http401.err'"
+check "http wrong token: refusals counted as 401, nothing injected" \
+    j '.injected == 0 and .refused >= 1 and .refusals["http 401"] == .refused' http401
+"$BIN/floormta-load" --http "http://127.0.0.1:$HTTP_PORT" --count 5 >/dev/null 2>&1
+check "--http without --token: exit 1" [ $? = 1 ]
+
 # ---- bad arguments ----------------------------------------------------------------------------
 "$BIN/floormta-load" --count 5 >/dev/null 2>&1
-check "no --smtp: exit 1" [ $? = 1 ]
+check "neither --smtp nor --http: exit 1" [ $? = 1 ]
 "$BIN/floormta-load" --smtp 127.0.0.1:1 >/dev/null 2>&1
 check "neither --count nor --duration: exit 1" [ $? = 1 ]
 
