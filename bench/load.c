@@ -35,6 +35,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -713,4 +715,29 @@ int main(int argc, char **argv)
     free(run.body);
     free(run.http_body);
     return rc;
+}
+
+int load_conn_open(struct load_run *run, const struct eng_handle_ops *ops, void *ctx, int *fd,
+                   eng_handle_t *h)
+{
+    *h = 0;
+    *fd = socket(run->cfg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (*fd >= 0) {
+        int one = 1;
+        setsockopt(*fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (eng_handle_open(run->loop, *fd, ops, ctx, h) == 0)
+            return 0;
+        close(*fd);
+        *fd = -1;
+        *h = 0;
+    }
+    run->c.conn_errors++;
+    return -1;
+}
+
+uint64_t load_realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }

@@ -208,6 +208,16 @@ struct load_run {
  * messages (the session should QUIT). */
 int load_run_take(struct load_run *run, unsigned idx, uint64_t *seq);
 
+/* Both session kinds' connection start: a non-blocking TCP socket with TCP_NODELAY for
+ * cfg->addr, opened as a handle on the run's loop with ops and ctx (borrowed until the
+ * handle's on_release, which closes *fd). Returns 0 with *fd and *h set, or -1 after
+ * counting a connection error (nothing left open; *fd -1, *h 0). */
+int load_conn_open(struct load_run *run, const struct eng_handle_ops *ops, void *ctx, int *fd,
+                   eng_handle_t *h);
+
+/* Unix time in nanoseconds: the latency stamps (the sinks compare with their clock). */
+uint64_t load_realtime_ns(void);
+
 /* Counts a refusal under reason text ("rcpt 550 5.1.1"; borrowed, copied). */
 void load_run_refusal(struct load_run *run, const char *text);
 

@@ -92,13 +92,6 @@ struct load_http_session {
     char out[LOAD_HTTP_OUT_CAP];
 };
 
-static uint64_t realtime_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void set_state(struct load_http_session *s, enum load_http_state next)
 {
     if (next != s->state && eng_log_enabled(ENG_LOG_DEBUG))
@@ -233,7 +226,7 @@ static void next_request(struct load_http_session *s)
         conn_close(s, "done", false);
         return;
     }
-    s->sent_ns = realtime_ns();
+    s->sent_ns = load_realtime_ns();
     s->run->c.started++;
     send_request(s);
 }
@@ -243,7 +236,7 @@ static void on_response(struct load_http_session *s)
     struct load_run *run = s->run;
     if (s->status == 202 && s->has_ids) {
         run->c.injected++;
-        run->c.inject_latency[bench_lat_bucket((realtime_ns() - s->sent_ns) / 1000)]++;
+        run->c.inject_latency[bench_lat_bucket((load_realtime_ns() - s->sent_ns) / 1000)]++;
     } else {
         char text[LOAD_REASON_LEN];
         snprintf(text, sizeof(text), s->status == 202 ? "http 202 without ids" : "http %d",
@@ -477,20 +470,7 @@ static bool http_poke(struct load_run *run, unsigned idx)
     uint64_t now = eng_loop_now_ms(run->loop);
     if (now < s->retry_at_ms)
         return true;
-    const struct load_config *cfg = run->cfg;
-    s->fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (s->fd < 0) {
-        run->c.conn_errors++;
-        s->retry_at_ms = now + LOAD_RETRY_MS;
-        return true;
-    }
-    int one = 1;
-    setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (eng_handle_open(run->loop, s->fd, &session_ops, s, &s->h) != 0) {
-        close(s->fd);
-        s->fd = -1;
-        s->h = 0;
-        run->c.conn_errors++;
+    if (load_conn_open(run, &session_ops, s, &s->fd, &s->h) != 0) {
         s->retry_at_ms = now + LOAD_RETRY_MS;
         return true;
     }

@@ -100,13 +100,6 @@ struct load_session {
     char out[LOAD_OUT_CAP];
 };
 
-static uint64_t realtime_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void set_state(struct load_session *s, enum load_state next)
 {
     if (next != s->state && eng_log_enabled(ENG_LOG_DEBUG))
@@ -210,7 +203,7 @@ static void next_message(struct load_session *s)
         return;
     }
     const struct load_config *cfg = s->run->cfg;
-    s->mail_ns = realtime_ns();
+    s->mail_ns = load_realtime_ns();
     s->ts_ns = s->mail_ns;
     s->run->c.started++;
     put(s, "MAIL FROM:<%s>\r\n", cfg->from);
@@ -330,7 +323,7 @@ static void on_body(struct load_session *s)
     }
     if (s->code == 250) {
         s->run->c.injected++;
-        uint64_t us = (realtime_ns() - s->mail_ns) / 1000;
+        uint64_t us = (load_realtime_ns() - s->mail_ns) / 1000;
         s->run->c.inject_latency[bench_lat_bucket(us)]++;
     } else {
         refusal(s, "end-of-data");
@@ -551,20 +544,7 @@ bool load_session_poke(struct load_run *run, unsigned idx)
     uint64_t now = eng_loop_now_ms(run->loop);
     if (now < s->retry_at_ms)
         return true;
-    const struct load_config *cfg = run->cfg;
-    s->fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (s->fd < 0) {
-        run->c.conn_errors++;
-        s->retry_at_ms = now + LOAD_RETRY_MS;
-        return true;
-    }
-    int one = 1;
-    setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (eng_handle_open(run->loop, s->fd, &session_ops, s, &s->h) != 0) {
-        close(s->fd);
-        s->fd = -1;
-        s->h = 0;
-        run->c.conn_errors++;
+    if (load_conn_open(run, &session_ops, s, &s->fd, &s->h) != 0) {
         s->retry_at_ms = now + LOAD_RETRY_MS;
         return true;
     }
