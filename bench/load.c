@@ -741,3 +741,35 @@ uint64_t load_realtime_ns(void)
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+bool load_out_next(struct load_out *o, const char *own, const char *body, size_t body_len,
+                   const char **buf, size_t *len)
+{
+    if (o->sending != 0)
+        return false;
+    o->sending_body = o->sent == o->len && o->body_queued;
+    if (o->sent < o->len) {
+        *buf = own + o->sent;
+        *len = o->len - o->sent;
+    } else if (o->sending_body) {
+        *buf = body + o->body_sent;
+        *len = body_len - o->body_sent;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+void load_out_sent(struct load_out *o, size_t n, size_t body_len)
+{
+    if (!o->sending_body) {
+        o->sent += n;
+        if (o->sent == o->len)
+            o->sent = o->len = 0;
+    } else {
+        o->body_sent += n;
+        if (o->body_sent == body_len)
+            o->body_queued = false;
+    }
+    o->sending = 0;
+}

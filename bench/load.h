@@ -208,6 +208,26 @@ struct load_run {
  * messages (the session should QUIT). */
 int load_run_take(struct load_run *run, unsigned idx, uint64_t *seq);
 
+/* A session's output, the same for both kinds: its own small buffer (commands, or a
+ * request's headers) first, then, once that has left, the run's shared body (sent from
+ * where it lies: never copied per message). One send in flight at a time. */
+struct load_out {
+    size_t len, sent;  /* the own buffer: bytes queued, bytes sent */
+    size_t body_sent;  /* of the shared body */
+    bool body_queued;  /* the body follows the own buffer */
+    bool sending_body; /* the send in flight is from the body */
+    size_t sending;    /* bytes of the send in flight; 0 = none */
+};
+
+/* What to send next: the rest of own (o->len bytes) or of body (body_len bytes); false
+ * when nothing is queued or a send is in flight. Marks which one it chose. */
+bool load_out_next(struct load_out *o, const char *own, const char *body, size_t body_len,
+                   const char **buf, size_t *len);
+
+/* A send of n bytes completed: advances what it was from; an own buffer or a body
+ * wholly sent is emptied. */
+void load_out_sent(struct load_out *o, size_t n, size_t body_len);
+
 /* Both session kinds' connection start: a non-blocking TCP socket with TCP_NODELAY for
  * cfg->addr, opened as a handle on the run's loop with ops and ctx (borrowed until the
  * handle's on_release, which closes *fd). Returns 0 with *fd and *h set, or -1 after

@@ -82,11 +82,7 @@ struct load_http_session {
     bool conn_close; /* "Connection: close": reconnect for the next one */
 
     size_t rlen;
-    size_t out_len, out_sent;
-    size_t body_sent;
-    bool body_queued;
-    size_t sending;
-    bool sending_body;
+    struct load_out o; /* commands or headers in out, then the shared body */
 
     char rbuf[LOAD_RBUF_CAP];
     char out[LOAD_HTTP_OUT_CAP];
@@ -147,26 +143,18 @@ static void conn_close(struct load_http_session *s, const char *why, bool error)
 /* Sends what is queued, if nothing is in flight: the own buffer first, then the body. */
 static void flush(struct load_http_session *s)
 {
-    if (s->sending != 0 || s->closing)
+    if (s->closing)
         return;
     const char *buf;
     size_t len;
-    s->sending_body = s->out_sent == s->out_len && s->body_queued;
-    if (s->out_sent < s->out_len) {
-        buf = s->out + s->out_sent;
-        len = s->out_len - s->out_sent;
-    } else if (s->sending_body) {
-        buf = s->run->http_body + s->body_sent;
-        len = s->run->http_body_len - s->body_sent;
-    } else {
+    if (!load_out_next(&s->o, s->out, s->run->http_body, s->run->http_body_len, &buf, &len))
         return;
-    }
     int err = eng_op_send(s->run->loop, s->h, buf, len, s->run->cfg->timeout_ms);
     if (err != 0) {
         conn_close(s, eng_strerror(err), true);
         return;
     }
-    s->sending = len;
+    s->o.sending = len;
 }
 
 static void arm_recv(struct load_http_session *s)
@@ -205,10 +193,10 @@ static void send_request(struct load_http_session *s)
         conn_close(s, "request buffer overflow", true);
         return;
     }
-    s->out_len = (size_t)m;
-    s->out_sent = 0;
-    s->body_queued = true;
-    s->body_sent = 0;
+    s->o.len = (size_t)m;
+    s->o.sent = 0;
+    s->o.body_queued = true;
+    s->o.body_sent = 0;
     set_state(s, LOAD_H_REQUEST);
     flush(s);
 }
@@ -401,16 +389,7 @@ static void on_complete(void *ctx, const struct eng_completion *comp)
             conn_close(s, eng_strerror(comp->res), true);
             return;
         }
-        if (!s->sending_body) {
-            s->out_sent += (size_t)comp->res;
-            if (s->out_sent == s->out_len)
-                s->out_sent = s->out_len = 0;
-        } else {
-            s->body_sent += (size_t)comp->res;
-            if (s->body_sent == s->run->http_body_len)
-                s->body_queued = false;
-        }
-        s->sending = 0;
+        load_out_sent(&s->o, (size_t)comp->res, s->run->http_body_len);
         flush(s);
         return;
     case ENG_OP_POLL:
@@ -475,8 +454,8 @@ static bool http_poke(struct load_run *run, unsigned idx)
         return true;
     }
     s->closing = false;
-    s->rlen = s->out_len = s->out_sent = s->body_sent = s->sending = 0;
-    s->body_queued = false;
+    s->rlen = s->o.len = s->o.sent = s->o.body_sent = s->o.sending = 0;
+    s->o.body_queued = false;
     set_state(s, LOAD_H_CONNECT);
     /* Connect from a zero-length timer's completion, as the SMTP sessions do. */
     int err = eng_op_timer(run->loop, s->h, 1);

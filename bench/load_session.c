@@ -90,11 +90,7 @@ struct load_session {
     char reason[16]; /* "550 5.1.1" of its first line */
 
     size_t rlen;
-    size_t out_len, out_sent;
-    size_t body_sent; /* of run->body, sent once out is drained */
-    bool body_queued;
-    size_t sending;    /* bytes of the send in flight (0 = none) */
-    bool sending_body; /* ... from run->body, else from out */
+    struct load_out o; /* commands or headers in out, then the shared body */
 
     char rbuf[LOAD_RBUF_CAP];
     char out[LOAD_OUT_CAP];
@@ -130,26 +126,18 @@ static void conn_close(struct load_session *s, const char *why, bool error)
 /* Sends what is queued, if nothing is in flight: the own buffer first, then the body. */
 static void flush(struct load_session *s)
 {
-    if (s->sending != 0 || s->closing)
+    if (s->closing)
         return;
     const char *buf;
     size_t len;
-    s->sending_body = s->out_sent == s->out_len && s->body_queued;
-    if (s->out_sent < s->out_len) {
-        buf = s->out + s->out_sent;
-        len = s->out_len - s->out_sent;
-    } else if (s->sending_body) {
-        buf = s->run->body + s->body_sent;
-        len = s->run->body_len - s->body_sent;
-    } else {
+    if (!load_out_next(&s->o, s->out, s->run->body, s->run->body_len, &buf, &len))
         return;
-    }
     int err = eng_op_send(s->run->loop, s->h, buf, len, s->run->cfg->timeout_ms);
     if (err != 0) {
         conn_close(s, eng_strerror(err), true);
         return;
     }
-    s->sending = len;
+    s->o.sending = len;
 }
 
 /* Appends text to the output and sends it. The caller keeps within LOAD_OUT_CAP. */
@@ -158,13 +146,13 @@ static void put(struct load_session *s, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(s->out + s->out_len, LOAD_OUT_CAP - s->out_len, fmt, ap);
+    int n = vsnprintf(s->out + s->o.len, LOAD_OUT_CAP - s->o.len, fmt, ap);
     va_end(ap);
-    if (n < 0 || (size_t)n >= LOAD_OUT_CAP - s->out_len) {
+    if (n < 0 || (size_t)n >= LOAD_OUT_CAP - s->o.len) {
         conn_close(s, "output buffer overflow", true);
         return;
     }
-    s->out_len += (size_t)n;
+    s->o.len += (size_t)n;
 }
 
 static void arm_recv(struct load_session *s)
@@ -226,8 +214,8 @@ static void send_message(struct load_session *s)
         ": %llu\r\n" LOAD_TS_HEADER ": %llu\r\n",
         cfg->from, seq, dom, cfg->suffix, seq, seq, (unsigned long long)s->run->run_id, seq,
         (unsigned long long)s->ts_ns);
-    s->body_queued = true;
-    s->body_sent = 0;
+    s->o.body_queued = true;
+    s->o.body_sent = 0;
     set_state(s, LOAD_S_BODY);
     flush(s);
 }
@@ -475,16 +463,7 @@ static void on_complete(void *ctx, const struct eng_completion *comp)
             conn_close(s, eng_strerror(comp->res), true);
             return;
         }
-        if (!s->sending_body) {
-            s->out_sent += (size_t)comp->res;
-            if (s->out_sent == s->out_len)
-                s->out_sent = s->out_len = 0;
-        } else {
-            s->body_sent += (size_t)comp->res;
-            if (s->body_sent == s->run->body_len)
-                s->body_queued = false;
-        }
-        s->sending = 0;
+        load_out_sent(&s->o, (size_t)comp->res, s->run->body_len);
         flush(s);
         return;
     case ENG_OP_POLL:
@@ -551,8 +530,8 @@ bool load_session_poke(struct load_run *run, unsigned idx)
     s->closing = false;
     s->pipelining = false;
     s->failed = false;
-    s->rlen = s->out_len = s->out_sent = s->body_sent = s->sending = 0;
-    s->body_queued = false;
+    s->rlen = s->o.len = s->o.sent = s->o.body_sent = s->o.sending = 0;
+    s->o.body_queued = false;
     set_state(s, LOAD_S_CONNECT);
     /* Connect through a zero-length timer's completion, so that every op of the
      * session starts from the same place (on_complete) and a start from inside a
