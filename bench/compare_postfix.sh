@@ -96,7 +96,15 @@ cleanup() {
     if [ "$PFX_STARTED" = 1 ] && [ -n "${PFX_MASTER:-}" ]; then
         for _ in $(seq 1 50); do kill -0 "$PFX_MASTER" 2>/dev/null || break; sleep 0.1; done
     fi
-    if [ -n "${FLOORMTA_KEEP_WORK:-}" ]; then echo "# kept $WORK"; else rm -rf "$WORK"; fi
+    # Under bench/scenarios.sh the folder joins the run's trash (removed at its end: on a
+    # journal-less ext4 a removal slows the next file creations; scen_discard).
+    if [ -n "${FLOORMTA_KEEP_WORK:-}" ]; then
+        echo "# kept $WORK"
+    elif [ -n "${BENCH_TRASH:-}" ] && [ -d "$BENCH_TRASH" ] && mv "$WORK" "$BENCH_TRASH/"; then
+        :
+    else
+        rm -rf "$WORK"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

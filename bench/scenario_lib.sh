@@ -10,7 +10,9 @@
 #            default $FLOORMTA_BIN
 #   RESULTS  where the JSON files and results.md go; default $BENCH_RESULTS
 # and may set BENCH_SCRATCH (parent of the scratch folders; default /var/tmp: a disk,
-# not a tmpfs), BENCH_SYNC_FS (1: spool.sync_fs true), BENCH_KEEP_WORK (1: keep them).
+# not a tmpfs), BENCH_SYNC_FS (1: spool.sync_fs true), BENCH_KEEP_WORK (1: keep them),
+# BENCH_TRASH (a folder a finished scenario's scratch folder is moved into instead of being
+# removed; bench/scenarios.sh empties it at its end: see scen_discard).
 #
 # bench/compare_postfix.sh may source this file too: scen_table_row and scen_result
 # give its rows the same shape (see "The Postfix hook" in bench/scenarios.sh).
@@ -30,8 +32,36 @@ WORK=
 # that no connection's source port, ours or another program's, can already hold it.
 rand_port() { echo $((20000 + RANDOM % 12000)); }
 
+# scen_discard DIR: a finished scratch folder out of the way: kept (BENCH_KEEP_WORK=1),
+# moved into $BENCH_TRASH when there is one, else removed. Why not removed at once: on
+# ext4 without a journal every new inode scans the free inodes of its block group that
+# were deleted in the last minute (six while that part of the inode table is dirty, which
+# the next scenario's own allocations keep it), so removing one scenario's spool would
+# bill the next scenario's spool for it, which `mixed` (its refused messages stay queued:
+# new inodes) showed as half its throughput. A rename deletes nothing.
+scen_discard() {
+    local dir=$1
+    if [ "${BENCH_KEEP_WORK:-0}" = 1 ]; then
+        echo "# kept $dir"
+    elif [ -n "${BENCH_TRASH:-}" ] && [ -d "$BENCH_TRASH" ] && mv "$dir" "$BENCH_TRASH/"; then
+        :
+    else
+        rm -rf "$dir"
+    fi
+}
+
+# scen_journal_less DIR: true when DIR is on ext4 without a journal (no jbd2 entry for
+# its device), where removing files slows the next creations (scen_discard).
+scen_journal_less() {
+    local src fstype dev
+    read -r src fstype < <(findmnt -no SOURCE,FSTYPE --target "$1") || return 1
+    [ "$fstype" = ext4 ] || return 1
+    dev=$(basename "$(readlink -f "$src")")
+    ! ls /proc/fs/jbd2/ 2>/dev/null | grep -q "^$dev-"
+}
+
 # scen_teardown: stops what this scenario started (newest first: the daemon before its
-# sinks and DNS), each by its PID, and removes the scratch folder.
+# sinks and DNS), each by its PID, and puts the scratch folder away (scen_discard).
 scen_teardown() {
     local i pid
     for ((i = ${#SCEN_PIDS[@]} - 1; i >= 0; i--)); do
@@ -41,7 +71,7 @@ scen_teardown() {
     done
     SCEN_PIDS=()
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-        if [ "${BENCH_KEEP_WORK:-0}" = 1 ]; then echo "# kept $WORK"; else rm -rf "$WORK"; fi
+        scen_discard "$WORK"
     fi
     WORK=
 }
@@ -76,10 +106,11 @@ scen_machine_json() {
         --arg kernel "$(uname -r)" --arg os "Debian $(cat /etc/debian_version 2>/dev/null)" \
         --arg src "$src" --arg fs "$fstype" --arg opts "$opts" \
         --arg model "$model" --arg dir "$dir" \
+        --argjson journal "$(if [ "$fstype" != ext4 ]; then echo null; elif scen_journal_less "$dir"; then echo false; else echo true; fi)" \
         '{cpu: $cpu, cores: $cores, memory_gib: (($mem_kb / 1048576 * 10 | round) / 10),
           kernel: $kernel, os: $os,
           disk: {scratch: $dir, device: $src, model: $model,
-                 filesystem: $fs, mount_options: $opts}}'
+                 filesystem: $fs, journal: $journal, mount_options: $opts}}'
 }
 
 # ---- DNS -------------------------------------------------------------------------------

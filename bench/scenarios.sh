@@ -32,7 +32,10 @@
 # `mixed` (refused messages stay queued: their files are new inodes) then measures
 # instead of the engine; the loop device has costs of its own (one-domain's fdatasyncs
 # become journal commits through it), so it is not the default. The machine line under
-# the table names the filesystem used.
+# the table names the filesystem used. For the same reason finished scenarios' scratch
+# folders are removed only when the whole run is over, and a run that starts within 6
+# minutes of the previous one's removal on a journal-less ext4 first waits that out
+# (BENCH_SETTLE=0: no wait). BENCH_KEEP_WORK=1 keeps the scratch folders.
 #
 # The Postfix hook: if bench/compare_postfix.sh exists it runs last, as
 #   bash bench/compare_postfix.sh
@@ -99,8 +102,37 @@ loop_cleanup() {
     rm -f "$LOOP_IMG"
 }
 
+# Finished scenarios' scratch folders wait in one trash folder until the run is over
+# (scen_discard says why); the stamp file records when a run last removed them, so that
+# the next run on a journal-less ext4 can wait until those inodes no longer count as
+# recently deleted (6 minutes; BENCH_SETTLE=0 skips the wait).
+SCRATCH_ROOT=${BENCH_SCRATCH:-/var/tmp}
+BENCH_TRASH=$(mktemp -d "$SCRATCH_ROOT/floormta-bench-trash.XXXXXX")
+export BENCH_TRASH
+DELETED_STAMP=$RESULTS/.scratch-deleted-at
+trash_cleanup() {
+    [ -n "${BENCH_TRASH:-}" ] && [ -d "$BENCH_TRASH" ] || return 0
+    if [ -n "$(ls -A "$BENCH_TRASH")" ]; then
+        echo "$(date +%s) $(findmnt -no SOURCE --target "$SCRATCH_ROOT")" >"$DELETED_STAMP" 2>/dev/null || true
+    fi
+    rm -rf "$BENCH_TRASH"
+}
+settle_scratch() {
+    [ "${BENCH_SETTLE:-1}" != 0 ] && [ -r "$DELETED_STAMP" ] || return 0
+    local when dev age
+    read -r when dev <"$DELETED_STAMP" || return 0
+    [ "$dev" = "$(findmnt -no SOURCE --target "$SCRATCH_ROOT")" ] && scen_journal_less "$SCRATCH_ROOT" || return 0
+    age=$(($(date +%s) - when))
+    if [ "$age" -ge 0 ] && [ "$age" -lt 370 ]; then
+        echo "scenarios: the last run removed its scratch folders ${age} s ago on this journal-less ext4 ($dev);" \
+            "waiting $((370 - age)) s until their inodes stop slowing new files (BENCH_SETTLE=0: do not wait)"
+        sleep $((370 - age))
+    fi
+}
+
 . "$ROOT/bench/scenario_lib.sh"
-trap 'scen_teardown; loop_cleanup' EXIT
+trap 'scen_teardown; trash_cleanup; loop_cleanup' EXIT
+settle_scratch
 
 GOOD=(127.0.0.10 127.0.0.11 127.0.0.12 127.0.0.13) # valid wildcard certificate (*.floormta.test)
 WAIT=300                                           # floormta-load --wait: generous, 100K runs queue up
@@ -329,6 +361,6 @@ for s in "${want[@]}"; do
 done
 
 jq -r '"\nMachine: \(.cpu), \(.cores) cores, \(.memory_gib) GiB, \(.os), kernel \(.kernel); "
-    + "spools on \(.disk.device) (\(.disk.model)), \(.disk.filesystem) \(.disk.mount_options)"' \
+    + "spools on \(.disk.device) (\(.disk.model)), \(.disk.filesystem)\(if .disk.journal == false then " without a journal" else "" end) \(.disk.mount_options)"' \
     "$RESULTS/machine.json" >>"$RESULTS/results.md"
 echo "Spool sync: $([ "$BENCH_SYNC_FS" = 1 ] && echo 'sync_fs: true (one syncfs per commit round)' || echo 'an fdatasync per file (the default)'). Total $(($(date +%s) - START)) s." >>"$RESULTS/results.md"

@@ -39,9 +39,14 @@ check "mixed: the capability cache holds the refused hosts" j '.extra.capcache_r
 check "mixed: compared with nothing (many-domains did not run)" j '.extra.vs_many_domains == null' mixed
 check "results.md: a row per run, the hook's included" \
     bash -c "[ \$(grep -c '^| \(one-domain\|mixed\|postfix-fake\) |' '$RES/results.md') = 3 ]"
+check "the removal's stamp names the scratch folder's device" \
+    grep -q " $(findmnt -no SOURCE --target "$WORK")\$" "$RES/.scratch-deleted-at"
+check "machine: whether the scratch filesystem has a journal (ext4) or null" \
+    j '.machine.disk | has("journal") and (.journal == null or (.journal | type) == "boolean")' one-domain
 check "results.md: the machine and the spool's sync mode" \
     bash -c "grep -q '^Machine: ' '$RES/results.md' && grep -q '^Spool sync: an fdatasync per file' '$RES/results.md'"
-check "no scratch folder left behind" bash -c "! ls -d '$WORK'/floormta-scen-* 2>/dev/null"
+check "no scratch folder left behind, nor the trash they waited in" \
+    bash -c "! ls -d '$WORK'/floormta-scen-* '$WORK'/floormta-bench-trash.* 2>/dev/null"
 
 if command -v gnuplot >/dev/null; then
     bash "$SRC/bench/plot.sh" "$RES" >"$WORK/plot.out" 2>&1
