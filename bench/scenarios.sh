@@ -25,17 +25,20 @@
 # --sync-fs (or BENCH_SYNC_FS=1): the spool with `sync_fs: true` (one syncfs per commit
 # round) instead of an fdatasync per file; the table's "spool sync" column says which.
 # FLOORMTA_BIN: the build folder (default build/). BENCH_RESULTS: the results folder.
-# BENCH_SCRATCH: where the scratch folders go (default /var/tmp, a disk). BENCH_LOOPFS=1
-# (root, no BENCH_SCRATCH): on a journaled ext4 made for the run in a loop-mounted image
-# under /var/tmp instead (removed at the end). Why: a journal-less root filesystem (this
-# project's VMs) makes every new inode scan the inodes deleted in the last minute, which
-# `mixed` (refused messages stay queued: their files are new inodes) then measures
-# instead of the engine; the loop device has costs of its own (one-domain's fdatasyncs
-# become journal commits through it), so it is not the default. The machine line under
-# the table names the filesystem used. For the same reason finished scenarios' scratch
-# folders are removed only when the whole run is over, and a run that starts within 6
-# minutes of the previous one's removal on a journal-less ext4 first waits that out
-# (BENCH_SETTLE=0: no wait). BENCH_KEEP_WORK=1 keeps the scratch folders.
+# BENCH_SCRATCH: where the scratch folders go (default /var/tmp, a disk).
+# On ext4 without a journal (this project's VMs) every new inode scans the free inodes of
+# its block group deleted in the last minutes, so removing one scenario's spool would slow
+# the next one's new files (`mixed` keeps its refused messages queued: new inodes). So the
+# finished scenarios' scratch folders are removed only when the whole run is over, and a
+# run that starts within 6 minutes of the previous one's removal there waits that out
+# first (BENCH_SETTLE=0: no wait). BENCH_KEEP_WORK=1 keeps the scratch folders.
+# BENCH_LOOPFS=1 (root, no BENCH_SCRATCH): the scratch folders on a journaled ext4 made
+# for the run in a loop-mounted image under /var/tmp (removed at the end), the kind of
+# filesystem a production spool has; Postfix, which creates and removes a queue file per
+# message, pays the scan above and floormta (recycled spool files) hardly does, so this
+# is the fairer ground for the comparison. The loop device has costs of its own
+# (one-domain's fdatasyncs become journal commits through it), so it is not the default.
+# The machine line under the table names the filesystem used.
 #
 # The Postfix hook: if bench/compare_postfix.sh exists it runs last, as
 #   bash bench/compare_postfix.sh
