@@ -212,6 +212,7 @@ void eng_smtpd_shutdown(struct eng_smtpd *d)
         if (d->lst[i].open)
             eng_handle_close(d->loop, d->lst[i].h);
     smtpd_conn_close_all(d);
+    smtpd_authq_shutdown(d);
 }
 
 bool eng_smtpd_idle(const struct eng_smtpd *d)
@@ -219,7 +220,7 @@ bool eng_smtpd_idle(const struct eng_smtpd *d)
     for (size_t i = 0; i < d->nlst; i++)
         if (d->lst[i].open)
             return false;
-    return d->live_count == 0 && d->orphans == 0;
+    return d->live_count == 0 && d->orphans == 0 && smtpd_authq_idle(d);
 }
 
 void eng_smtpd_free(struct eng_smtpd *d)

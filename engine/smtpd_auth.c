@@ -141,29 +141,44 @@ static bool equal_ct(const char *a, const char *b)
     return diff == 0;
 }
 
-int eng_smtpd_credentials_verify(const struct eng_smtpd_credentials *c, const char *user,
-                                 const char *password)
+const char *smtpd_credentials_hash(const struct eng_smtpd_credentials *c, const char *user,
+                                   bool *known)
 {
+    *known = false;
     if (c == NULL || c->n == 0)
-        return -EACCES;
-    const struct smtpd_user *u = NULL;
+        return NULL;
     for (size_t i = 0; i < c->n; i++) {
         if (strcmp(c->users[i].name, user) == 0) {
-            u = &c->users[i];
-            break;
+            *known = true;
+            return c->users[i].hash;
         }
     }
     /* An unknown user costs one hashing too (against the first user's hash), so the
      * reply time does not tell which users exist. */
-    const char *hash = u ? u->hash : c->users[0].hash;
+    return c->users[0].hash;
+}
+
+int smtpd_hash_check(const char *password, const char *hash)
+{
     struct crypt_data *cd = calloc(1, sizeof(*cd));
     if (cd == NULL)
         return -ENOMEM;
     const char *res = crypt_rn(password, hash, cd, (int)sizeof(*cd));
-    bool ok = res != NULL && res[0] != '*' && equal_ct(res, hash) && u != NULL;
+    bool ok = res != NULL && res[0] != '*' && equal_ct(res, hash);
     explicit_bzero(cd, sizeof(*cd));
     free(cd);
     return ok ? 0 : -EACCES;
+}
+
+int eng_smtpd_credentials_verify(const struct eng_smtpd_credentials *c, const char *user,
+                                 const char *password)
+{
+    bool known = false;
+    const char *hash = smtpd_credentials_hash(c, user, &known);
+    if (hash == NULL)
+        return -EACCES;
+    int err = smtpd_hash_check(password, hash);
+    return err == 0 && !known ? -EACCES : err;
 }
 
 /* ---- base64 ---------------------------------------------------------------------- */

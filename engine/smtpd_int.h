@@ -6,7 +6,8 @@
  *   smtpd_parse.c    MAIL / RCPT paths and parameters;
  *   smtpd_auth.c     credentials (crypt_rn), SASL PLAIN/LOGIN decoding, relay networks;
  *   smtpd_io.c       accept with per-client counting; one connection on the loop:
- *                    recv/send, TLS, submit and done.
+ *                    recv/send, TLS, submit and done, credential checks and done;
+ *   smtpd_authq.c    the checker thread that runs crypt off the loop.
  * Tests include it to drive the state machine without sockets. Not a public header.
  */
 #ifndef FLOORMTA_ENGINE_SMTPD_INT_H
@@ -81,6 +82,7 @@ int smtpd_shared_reconfigure(struct smtpd_shared *sh, const struct eng_smtpd_con
     X(SMTPD_S_AUTH_PLAIN, "auth-plain")           \
     X(SMTPD_S_AUTH_LOGIN_USER, "auth-login-user") \
     X(SMTPD_S_AUTH_LOGIN_PASS, "auth-login-pass") \
+    X(SMTPD_S_AUTH_CHECK, "auth-check")           \
     X(SMTPD_S_CLOSING, "closing")
 
 enum smtpd_state {
@@ -101,6 +103,10 @@ enum smtpd_action {
     SMTPD_ACT_SUBMIT,   /* a message is complete: send the replies, call submit with
                          * smtpd_sess_message, keep the rest of the input for later */
     SMTPD_ACT_CLOSE,    /* send the replies, then close */
+    SMTPD_ACT_AUTH,     /* credentials to check (state AUTH_CHECK): send the replies,
+                         * check smtpd_sess_auth_request's credentials off the loop
+                         * (crypt is milliseconds of CPU), then smtpd_sess_auth_checked;
+                         * keep the rest of the input for later */
 };
 
 struct smtpd_sess {
@@ -123,7 +129,9 @@ struct smtpd_sess {
     bool authed;
     char auth_user[SMTPD_NAME_MAX + 1];
     unsigned auth_failures;
-    char login_user[SMTPD_NAME_MAX + 1]; /* AUTH LOGIN: between its two steps */
+    char login_user[SMTPD_NAME_MAX + 1]; /* AUTH LOGIN between its two steps; the user
+                                          * being checked in AUTH_CHECK */
+    char auth_pass[SMTPD_LINE_MAX];      /* AUTH_CHECK only; wiped when checked */
 
     /* transaction */
     char sender[ENG_SMTPD_ADDR_MAX + 1];
@@ -190,6 +198,15 @@ void smtpd_sess_message(struct smtpd_sess *s, struct eng_smtpd_message *m);
  * error reply, ends the transaction, back to READY. */
 void smtpd_sess_submitted(struct smtpd_sess *s, int res, const char *queue_id);
 
+/* The credentials of the check asked for by SMTPD_ACT_AUTH (state AUTH_CHECK): views
+ * into s, valid until smtpd_sess_auth_checked. */
+void smtpd_sess_auth_request(const struct smtpd_sess *s, const char **user, const char **pass);
+
+/* The check's result (0: they match; -EACCES: they do not; -ENOMEM or another error: a
+ * temporary failure): wipes the password, queues 235, 535, 454 or (too many failures)
+ * 421, back to READY. Returns SMTPD_ACT_MORE, or SMTPD_ACT_CLOSE after the 421. */
+enum smtpd_action smtpd_sess_auth_checked(struct smtpd_sess *s, int res);
+
 /* The server stops: where a reply can be given (between commands, not inside DATA,
  * a TLS handshake or a submit), queues "421 4.3.2 ... shutting down". Either way the
  * session goes to CLOSING. Returns whether the 421 was queued. */
@@ -225,6 +242,16 @@ bool smtpd_data_take(struct smtpd_sess *s, const char *data, size_t len, size_t 
 void smtpd_data_reset(struct smtpd_sess *s);
 
 /* ---- SASL (smtpd_auth.c) ------------------------------------------------------------ */
+
+/* The hash to check user's password against: the user's, or for an unknown user the
+ * first user's, so that the reply time does not tell which users exist (*known says
+ * which). Borrowed from c (valid while c is). NULL when c is NULL or empty. */
+const char *smtpd_credentials_hash(const struct eng_smtpd_credentials *c, const char *user,
+                                   bool *known);
+
+/* crypt_rn(password, hash) compared with hash in constant time (both borrowed). Returns
+ * 0 when they match, -EACCES, -ENOMEM. CPU-bound: run it off the loop (smtpd_authq). */
+int smtpd_hash_check(const char *password, const char *hash);
 
 /* Decodes base64 text[0, len) into out (cap bytes, NUL-terminated). Returns the decoded
  * length, or -EINVAL (bad base64, embedded NUL only where allowed by nul_ok, too long). */
@@ -262,8 +289,9 @@ struct eng_smtpd {
     size_t nlst;
     struct smtpd_conn *live; /* connections with a handle (doubly linked) */
     uint32_t live_count;
-    uint32_t orphans; /* released while their submit waits for done */
+    uint32_t orphans; /* released while their submit or credential check waits */
     bool stopping;
+    struct smtpd_authq *authq; /* owned; NULL until the first AUTH check */
 };
 
 /* One connection. Fixed size, allocated at accept and freed when released (or, when
@@ -283,6 +311,7 @@ struct smtpd_conn {
     bool tls_shut;                /* close_notify queued */
     bool handshaking;             /* TLS handshake in progress */
     bool submitting;              /* submit called, done not yet */
+    bool authing;                 /* credentials being checked, done not yet */
     bool released;                /* the handle is gone; done frees the connection */
     size_t rpos, rlen;            /* rbuf[rpos, rlen): plaintext not yet consumed */
     size_t wire_len, wire_sent;
@@ -290,6 +319,27 @@ struct smtpd_conn {
     char rbuf[SMTPD_RBUF_CAP];
     char wire[SMTPD_WIRE_CAP];
 };
+
+/* ---- credential checks off the loop (smtpd_authq.c) ---------------------------------- */
+
+#define SMTPD_HASH_MAX 512 /* a crypt(3) hash, with its NUL */
+
+/* Checks password against hash (both copied; the copy of the password is wiped after
+ * use) on the server's checker thread, started at the first call; then
+ * smtpd_conn_auth_done(c, res) runs on the loop thread, res as smtpd_hash_check's (an
+ * unknown user, !known, always gets -EACCES). Returns 0 (done will run), -ENAMETOOLONG
+ * (hash too long), -ENOMEM or -errno from starting the thread (done will not run). */
+int smtpd_authq_submit(struct eng_smtpd *d, struct smtpd_conn *c, const char *hash, bool known,
+                       const char *password);
+
+/* Shutdown: the checker closes once no check is pending (at once if none is). */
+void smtpd_authq_shutdown(struct eng_smtpd *d);
+
+/* True when no checker exists any more (or never did). */
+bool smtpd_authq_idle(const struct eng_smtpd *d);
+
+/* smtpd_io.c: a check's result for c. */
+void smtpd_conn_auth_done(struct smtpd_conn *c, int res);
 
 /* Takes ownership of fd, accepted on lst: starts a connection or closes fd. */
 void smtpd_conn_accept(struct smtpd_listener *lst, int fd);

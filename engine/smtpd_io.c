@@ -167,31 +167,44 @@ static bool handshake(struct smtpd_conn *c)
     return true;
 }
 
-/* ---- submit -------------------------------------------------------------------------- */
+/* ---- submit and credential checks: outside work the connection waits for ------------ */
 
-static void submit_done(void *arg, int res, const char *queue_id)
+/* The work's done found the connection released (the client left while it waited):
+ * nobody to tell; frees it. Returns whether it did. */
+static bool free_if_orphan(struct smtpd_conn *c)
 {
-    struct smtpd_conn *c = arg;
-    struct eng_smtpd *d = c->d;
-    c->submitting = false;
-    if (c->released) {
-        /* The client left while we waited: nobody to tell. */
-        d->orphans--;
-        smtpd_sess_fini(&c->sm);
-        free(c);
-        return;
-    }
-    smtpd_sess_submitted(&c->sm, res, queue_id);
-    if (d->stopping) {
-        /* The server stopped while this message was being made durable: the client
-         * still gets its 250 (or error), then the 421, so it never sends again a
-         * message that is queued. Input it pipelined behind is not read. */
+    if (!c->released)
+        return false;
+    c->d->orphans--;
+    smtpd_sess_fini(&c->sm);
+    free(c);
+    return true;
+}
+
+/* After the work's answer was queued: goes on reading, or, when the server stopped
+ * meanwhile, queues the 421 behind the answer and closes, so that a client never sends
+ * again a message that is queued. Input it pipelined behind is not read. */
+static void resume(struct smtpd_conn *c)
+{
+    if (c->d->stopping && !c->close_after) {
         smtpd_sess_shutdown(&c->sm);
         c->close_after = true;
+    }
+    if (c->close_after) {
         flush(c);
         return;
     }
     pump(c);
+}
+
+static void submit_done(void *arg, int res, const char *queue_id)
+{
+    struct smtpd_conn *c = arg;
+    c->submitting = false;
+    if (free_if_orphan(c))
+        return;
+    smtpd_sess_submitted(&c->sm, res, queue_id);
+    resume(c);
 }
 
 static void submit(struct smtpd_conn *c)
@@ -206,6 +219,36 @@ static void submit(struct smtpd_conn *c)
     }
 }
 
+/* The check runs on the checker thread (smtpd_authq.c): crypt must not stall the loop. */
+void smtpd_conn_auth_done(struct smtpd_conn *c, int res)
+{
+    c->authing = false;
+    if (free_if_orphan(c))
+        return;
+    if (smtpd_sess_auth_checked(&c->sm, res) == SMTPD_ACT_CLOSE)
+        c->close_after = true;
+    resume(c);
+}
+
+static void auth_start(struct smtpd_conn *c)
+{
+    const char *user, *pass;
+    bool known = false;
+    smtpd_sess_auth_request(&c->sm, &user, &pass);
+    /* The hash is copied now: a reload may free these credentials meanwhile. */
+    const char *hash = smtpd_credentials_hash(c->d->sh.creds, user, &known);
+    int err = hash ? smtpd_authq_submit(c->d, c, hash, known, pass) : -EACCES;
+    if (err == 0) {
+        c->authing = true;
+        return;
+    }
+    if (err != -EACCES)
+        eng_log(ENG_LOG_ERROR, "smtpd: session=%s cannot check credentials: %s", c->sm.sid,
+                eng_strerror(err));
+    if (smtpd_sess_auth_checked(&c->sm, err) == SMTPD_ACT_CLOSE)
+        c->close_after = true;
+}
+
 /* ---- input --------------------------------------------------------------------------- */
 
 /* Consumes everything that can be consumed now, then sends and re-arms the recv. */
@@ -218,7 +261,7 @@ static void pump(struct smtpd_conn *c)
                 break;
             continue;
         }
-        if (c->submitting)
+        if (c->submitting || c->authing)
             break;
         if (c->rpos < c->rlen) {
             size_t used = 0;
@@ -236,6 +279,8 @@ static void pump(struct smtpd_conn *c)
                 start_tls(c); /* the 220 is already on the wire, in plaintext */
             else if (act == SMTPD_ACT_SUBMIT)
                 submit(c);
+            else if (act == SMTPD_ACT_AUTH)
+                auth_start(c);
             continue;
         }
         if (c->tls == NULL)
@@ -252,7 +297,7 @@ static void pump(struct smtpd_conn *c)
         c->rlen = n;
     }
     flush(c);
-    if (c->rpos == c->rlen && !c->paused && !c->submitting && !c->close_after)
+    if (c->rpos == c->rlen && !c->paused && !c->submitting && !c->authing && !c->close_after)
         arm_recv(c);
 }
 
@@ -340,8 +385,8 @@ static void on_release(void *ctx)
     if (c->next)
         c->next->prev = c->prev;
     d->live_count--;
-    if (c->submitting) {
-        c->released = true; /* submit_done frees it */
+    if (c->submitting || c->authing) {
+        c->released = true; /* submit_done or smtpd_conn_auth_done frees it */
         d->orphans++;
         return;
     }
@@ -450,8 +495,8 @@ void smtpd_conn_close_all(struct eng_smtpd *d)
     for (struct smtpd_conn *c = d->live; c; c = c->next) {
         if (c->closing || c->close_after || c->lingering)
             continue;
-        if (c->submitting)
-            continue; /* submit_done answers, then closes (d->stopping) */
+        if (c->submitting || c->authing)
+            continue; /* its done answers, then closes (d->stopping) */
         if (!c->handshaking && smtpd_sess_shutdown(&c->sm)) {
             c->close_after = true; /* the 421, then a lingering close */
             flush(c);

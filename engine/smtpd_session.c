@@ -180,7 +180,8 @@ unsigned smtpd_sess_timeout_ms(const struct smtpd_sess *s)
 bool smtpd_sess_timeout(struct smtpd_sess *s)
 {
     bool can_reply = s->state != SMTPD_S_NEW && s->state != SMTPD_S_STARTTLS &&
-                     s->state != SMTPD_S_CLOSING && s->state != SMTPD_S_WAIT_DURABLE;
+                     s->state != SMTPD_S_CLOSING && s->state != SMTPD_S_WAIT_DURABLE &&
+                     s->state != SMTPD_S_AUTH_CHECK;
     reject(s, ENG_SMTPD_REJ_TIMEOUT);
     if (can_reply)
         replyf(s, "421 4.4.2 %s Error: timeout exceeded\r\n", s->sh->hostname);
@@ -192,7 +193,7 @@ bool smtpd_sess_shutdown(struct smtpd_sess *s)
 {
     bool can_reply = s->state != SMTPD_S_NEW && s->state != SMTPD_S_STARTTLS &&
                      s->state != SMTPD_S_CLOSING && s->state != SMTPD_S_WAIT_DURABLE &&
-                     s->state != SMTPD_S_DATA;
+                     s->state != SMTPD_S_DATA && s->state != SMTPD_S_AUTH_CHECK;
     if (can_reply)
         replyf(s, "421 4.3.2 %s Service shutting down\r\n", s->sh->hostname);
     set_state(s, SMTPD_S_CLOSING);
@@ -275,21 +276,47 @@ static enum smtpd_action cmd_starttls(struct smtpd_sess *s, const char *arg)
 
 /* ---- AUTH ------------------------------------------------------------------------ */
 
-static enum smtpd_action auth_result(struct smtpd_sess *s, const char *user, const char *pass)
+/* Hands user / pass (borrowed) to the I/O side's checker: crypt takes milliseconds
+ * (yescrypt: tens), which must not stall the loop's other sessions and deliveries. */
+static enum smtpd_action auth_check(struct smtpd_sess *s, const char *user, const char *pass)
 {
-    int err = eng_smtpd_credentials_verify(s->sh->creds, user, pass);
-    set_state(s, SMTPD_S_READY);
-    if (err == 0) {
+    size_t ulen = strlen(user), plen = strlen(pass);
+    if (ulen >= sizeof(s->login_user) || plen >= sizeof(s->auth_pass)) {
+        /* No stored user has such a name; a decoded line cannot hold such a password. */
+        set_state(s, SMTPD_S_AUTH_CHECK);
+        return smtpd_sess_auth_checked(s, -EACCES);
+    }
+    if (user != s->login_user)
+        memcpy(s->login_user, user, ulen + 1);
+    memcpy(s->auth_pass, pass, plen + 1);
+    set_state(s, SMTPD_S_AUTH_CHECK);
+    return SMTPD_ACT_AUTH;
+}
+
+void smtpd_sess_auth_request(const struct smtpd_sess *s, const char **user, const char **pass)
+{
+    *user = s->login_user;
+    *pass = s->auth_pass;
+}
+
+enum smtpd_action smtpd_sess_auth_checked(struct smtpd_sess *s, int res)
+{
+    explicit_bzero(s->auth_pass, sizeof(s->auth_pass));
+    if (s->state == SMTPD_S_AUTH_CHECK)
+        set_state(s, SMTPD_S_READY);
+    if (res == 0) {
         s->authed = true;
-        snprintf(s->auth_user, sizeof(s->auth_user), "%s", user);
+        snprintf(s->auth_user, sizeof(s->auth_user), "%s", s->login_user);
         s->sh->stats.auth_ok++;
         eng_log(ENG_LOG_INFO, "smtpd: session=%s client=%s auth ok user=%s", s->sid, s->client_ip,
                 s->auth_user);
         REPLY(s, "235 2.7.0 Authentication successful\r\n");
         return SMTPD_ACT_MORE;
     }
-    if (err == -ENOMEM) {
+    if (res != -EACCES) {
         reject(s, ENG_SMTPD_REJ_NO_MEMORY);
+        eng_log(ENG_LOG_WARN, "smtpd: session=%s client=%s auth check failed: %s", s->sid,
+                s->client_ip, strerror(-res));
         REPLY(s, "454 4.7.0 Temporary authentication failure\r\n");
         return SMTPD_ACT_MORE;
     }
@@ -331,9 +358,9 @@ static enum smtpd_action auth_plain(struct smtpd_sess *s, const char *text, size
     /* Acting for another identity is not offered. */
     enum smtpd_action act;
     if (*authz != '\0' && strcmp(authz, user) != 0)
-        act = auth_result(s, "", "");
+        act = auth_check(s, "", "");
     else
-        act = auth_result(s, user, pass);
+        act = auth_check(s, user, pass);
     explicit_bzero(buf, sizeof(buf));
     return act;
 }
@@ -352,7 +379,7 @@ static enum smtpd_action auth_login_pass(struct smtpd_sess *s, const char *text,
     char pass[SMTPD_LINE_MAX];
     if (smtpd_b64_decode(text, len, pass, sizeof(pass), false) < 0)
         return bad_response(s);
-    enum smtpd_action act = auth_result(s, s->login_user, pass);
+    enum smtpd_action act = auth_check(s, s->login_user, pass);
     explicit_bzero(pass, sizeof(pass));
     return act;
 }
@@ -751,7 +778,7 @@ enum smtpd_action smtpd_sess_input(struct smtpd_sess *s, const char *data, size_
             pos = len; /* not commands: dropped */
             break;
         }
-        if (s->state == SMTPD_S_WAIT_DURABLE) {
+        if (s->state == SMTPD_S_WAIT_DURABLE || s->state == SMTPD_S_AUTH_CHECK) {
             /* The I/O side does not offer input before done; keep it for later. */
             *used = pos;
             return SMTPD_ACT_PAUSE;

@@ -51,10 +51,29 @@ static void fx_start(struct fx *f, const char *ip, const char *relay, unsigned m
     assert_int_equal(smtpd_sess_start(&f->s, ENG_SMTPD_REJ__COUNT), SMTPD_ACT_MORE);
 }
 
-/* Feeds text; returns the action; *used must be all of it unless told. */
+/* Feeds text; returns the action; *used must be all of it unless told. A credential
+ * check (SMTPD_ACT_AUTH) is done here at once, as smtpd_io.c's checker thread would,
+ * and the input behind it offered again, as smtpd_io.c does after the check's done. */
 static enum smtpd_action feed_n(struct fx *f, const char *text, size_t *used)
 {
-    return smtpd_sess_input(&f->s, text, strlen(text), used);
+    size_t len = strlen(text), pos = 0;
+    for (;;) {
+        size_t n = 0;
+        enum smtpd_action act = smtpd_sess_input(&f->s, text + pos, len - pos, &n);
+        pos += n;
+        if (act != SMTPD_ACT_AUTH) {
+            *used = pos;
+            return act;
+        }
+        assert_int_equal(f->s.state, SMTPD_S_AUTH_CHECK);
+        const char *user, *pass;
+        smtpd_sess_auth_request(&f->s, &user, &pass);
+        act = smtpd_sess_auth_checked(&f->s, eng_smtpd_credentials_verify(creds, user, pass));
+        if (act != SMTPD_ACT_MORE || pos == len) {
+            *used = pos;
+            return act;
+        }
+    }
 }
 
 static enum smtpd_action feed(struct fx *f, const char *text)
@@ -316,6 +335,58 @@ static void auth_plain_and_login(void **state)
     out_has(&f, "235 2.7.0");
     feed(&f, "AUTH CRAM-MD5\r\n");
     out_has(&f, "503 5.5.1");
+    fx_end(&f);
+}
+
+/* The check itself is the I/O side's: the session asks for it, holds the input
+ * pipelined behind the AUTH and replies only once it has the result. */
+static void auth_check_holds_input(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_start(&f, "192.0.2.1", NULL, 0, 0);
+    to_tls(&f);
+    out(&f);
+    const char *text = "AUTH PLAIN AHVzZXIAc2VjcmV0\r\nMAIL FROM:<user@b.test>\r\n";
+    size_t used = 0;
+    assert_int_equal(smtpd_sess_input(&f.s, text, strlen(text), &used), SMTPD_ACT_AUTH);
+    assert_int_equal(used, strlen("AUTH PLAIN AHVzZXIAc2VjcmV0\r\n"));
+    assert_int_equal(f.s.state, SMTPD_S_AUTH_CHECK);
+    assert_string_equal(out(&f), "");
+    const char *user, *pass;
+    smtpd_sess_auth_request(&f.s, &user, &pass);
+    assert_string_equal(user, "user");
+    assert_string_equal(pass, "secret");
+    /* Offered again before the result: nothing is taken. */
+    size_t again = 1;
+    assert_int_equal(smtpd_sess_input(&f.s, text + used, strlen(text + used), &again),
+                     SMTPD_ACT_PAUSE);
+    assert_int_equal(again, 0);
+    assert_int_equal(smtpd_sess_auth_checked(&f.s, 0), SMTPD_ACT_MORE);
+    assert_string_equal(f.s.auth_pass, ""); /* wiped */
+    assert_string_equal(out(&f), "235 2.7.0 Authentication successful\r\n");
+    assert_int_equal(f.s.state, SMTPD_S_READY);
+    assert_int_equal(feed(&f, text + used), SMTPD_ACT_MORE);
+    out_has(&f, "250 2.1.0");
+    fx_end(&f);
+    /* A shutdown in the middle of the check cannot reply there (the I/O side answers the
+     * AUTH first, then sends the 421). */
+    fx_start(&f, "192.0.2.1", NULL, 0, 0);
+    to_tls(&f);
+    out(&f);
+    assert_int_equal(smtpd_sess_input(&f.s, text, strlen(text), &used), SMTPD_ACT_AUTH);
+    assert_false(smtpd_sess_shutdown(&f.s));
+    assert_string_equal(out(&f), "");
+    fx_end(&f);
+    /* A temporary failure of the checker: 454, not counted as a failed password. */
+    fx_start(&f, "192.0.2.1", NULL, 0, 0);
+    to_tls(&f);
+    out(&f);
+    assert_int_equal(smtpd_sess_input(&f.s, text, strlen(text), &used), SMTPD_ACT_AUTH);
+    assert_int_equal(smtpd_sess_auth_checked(&f.s, -ENOMEM), SMTPD_ACT_MORE);
+    out_has(&f, "454 4.7.0");
+    assert_false(f.s.authed);
+    assert_int_equal(f.s.auth_failures, 0);
     fx_end(&f);
 }
 
@@ -673,6 +744,7 @@ int main(void)
         cmocka_unit_test(starttls_injection),
         cmocka_unit_test(auth_requires_tls),
         cmocka_unit_test(auth_plain_and_login),
+        cmocka_unit_test(auth_check_holds_input),
         cmocka_unit_test(auth_failures_disconnect),
         cmocka_unit_test(relay_denied),
         cmocka_unit_test(limits),

@@ -15,6 +15,10 @@ make_pki
 PASS=s3cret
 echo "# test users" >"$WORK/creds"
 echo "alice:$(openssl passwd -6 "$PASS")" >>"$WORK/creds"
+# bob's hash is made slow on purpose (SHA-512 crypt, 4 million rounds: about 2 s of CPU)
+# to see the server keep serving while it checks. perl's crypt is libcrypt's.
+SLOW_HASH=$(perl -e 'print crypt($ARGV[0], q{$6$rounds=4000000$floormtaslowsalt$})' "$PASS")
+echo "bob:$SLOW_HASH" >>"$WORK/creds"
 
 # start_harness NAME ARGS...: sets PORT (STARTTLS) and TLSPORT (implicit TLS).
 start_harness() {
@@ -191,6 +195,44 @@ read -r -t 5 line <&5
 raw "$PORT" "$WORK/perclient.txt" ''
 expect "third connection from one address: 421 4.7.0" '^421 4\.7\.0' "$WORK/perclient.txt"
 exec 4>&- 5>&-
+
+# ---- server C: AUTH's crypt runs off the loop ------------------------------------------
+start_harness c --relay 127.0.0.1/32 --log-level debug
+SPOOL=$WORK/c.spool
+n=$(queued)
+# wait_checks N: until the harness's log shows N AUTH checks begun (10 s at most).
+wait_checks() {
+    local i
+    for i in $(seq 1 100); do
+        [ "$(grep -c -- '-> auth-check' "$WORK/c.err")" -ge "$1" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+"${SW[@]}" --port "$PORT" --tls --auth PLAIN --auth-user bob --auth-password "$PASS" \
+    --quit-after AUTH >"$WORK/slowauth.txt" 2>&1 &
+SLOW=$!
+check "bob's AUTH is being checked" wait_checks 1
+# A whole session on the same server and loop while bob's hash is computed.
+"${SW[@]}" --port "$PORT" >"$WORK/during.txt" 2>&1
+expect "a message submitted while an AUTH is checked: 250" '^<-  250 2\.0\.0 Ok: queued as' "$WORK/during.txt"
+check "... before the AUTH's answer (the check does not stall the loop)" \
+    bash -c "! grep -q 'auth ok user=bob' '$WORK/c.err'"
+wait "$SLOW"
+expect "the slow AUTH then succeeds: 235" '^<~  235 2\.7\.0' "$WORK/slowauth.txt"
+check "one message queued by server C" [ "$(queued)" -eq $((n + 1)) ]
+# SIGTERM in the middle of a check: the client gets its answer, then the 421, and the
+# server exits 0 once the checker thread is done (under ASan: no leak).
+"${SW[@]}" --port "$PORT" --tls --auth PLAIN --auth-user bob --auth-password "$PASS" \
+    --quit-after AUTH >"$WORK/slowauth2.txt" 2>&1 &
+SLOW=$!
+check "a second AUTH is being checked" wait_checks 2
+kill -TERM "${PIDS[2]}"
+wait "${PIDS[2]}"
+rc=$?
+check "server C stops cleanly with a check in flight (exit $rc)" [ "$rc" -eq 0 ]
+wait "$SLOW"
+expect "the check in flight at SIGTERM is answered: 235" '^<~  235 2\.7\.0' "$WORK/slowauth2.txt"
 
 # The harness's own counters agree.
 # Both stop on SIGTERM and exit 0 (under ASan: no error, no leak).
