@@ -5,7 +5,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?= --output-on-failure
 
-.PHONY: all deps build build-asan run test test-plain test-asan bench microbench format clean
+.PHONY: all deps build build-asan run test test-plain test-asan bench microbench fuzz format clean
 
 all: build
 
@@ -53,6 +53,18 @@ bench: build
 # delivery in one process): a separate target, several minutes on their own.
 microbench: build
 	@$(BUILD)/floormta-bench
+
+# Coverage-guided fuzzing of the parsers of untrusted input (tests/fuzz) with clang's
+# libFuzzer, FUZZ_SECONDS per target (make test runs the same targets briefly, from a
+# fixed seed, without libFuzzer). New inputs go to build-fuzz/corpus/<target>, a crash's
+# input to build-fuzz/crash-<target>-*.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@FLOORMTA_DEPS_FUZZ=1 bash scripts/deps.sh
+	@CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DFLOORMTA_SANITIZE=ON -DFLOORMTA_LIBFUZZER=ON >/dev/null
+	@cmake --build build-fuzz -j $(JOBS) --target fuzz_targets
+	@bash tests/fuzz/run_libfuzzer.sh build-fuzz $(FUZZ_SECONDS)
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h' '*.cc')

@@ -27,6 +27,11 @@ pkgs=(
     gnuplot-nox                # bench/plot.sh: the load scenarios' throughput and latency PNGs
 )
 
+# make fuzz only: clang and its libFuzzer runtime (not needed by make run / make test).
+if [ "${FLOORMTA_DEPS_FUZZ:-0}" = 1 ]; then
+    pkgs+=(clang libclang-rt-14-dev)
+fi
+
 missing=()
 for p in "${pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
