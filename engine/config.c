@@ -43,6 +43,27 @@ void eng_config_errors_free(struct eng_config_errors *e)
     memset(e, 0, sizeof(*e));
 }
 
+/* A copy of s with control characters written as \n, \r, \t or \xHH: messages quote
+ * values from the file, and an error must stay one line on a terminal or in a log (a
+ * value with a newline could otherwise forge more lines). */
+static char *one_line_dup(const char *s)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        n += *p < 0x20 || *p == 0x7f ? 4 : 1;
+    char *out = eng_cfg_xrealloc(NULL, n + 1, 1), *o = out;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p >= 0x20 && *p != 0x7f)
+            *o++ = (char)*p;
+        else if (*p == '\n' || *p == '\r' || *p == '\t')
+            o += sprintf(o, "\\%c", *p == '\n' ? 'n' : *p == '\r' ? 'r' : 't');
+        else
+            o += sprintf(o, "\\x%02x", *p);
+    }
+    *o = '\0';
+    return out;
+}
+
 void eng_config_errors_add(struct eng_config_errors *e, const char *file, unsigned line,
                            unsigned col, const char *key, const char *fmt, ...)
 {
@@ -61,8 +82,8 @@ void eng_config_errors_add(struct eng_config_errors *e, const char *file, unsign
     x->file = eng_cfg_xstrdup(file ? file : "");
     x->line = line;
     x->col = line ? col : 0;
-    x->key = eng_cfg_xstrdup(key ? key : "");
-    x->message = eng_cfg_xstrdup(msg);
+    x->key = one_line_dup(key ? key : "");
+    x->message = one_line_dup(msg);
 }
 
 void eng_config_errors_print(const struct eng_config_errors *e, FILE *f)

@@ -271,6 +271,16 @@ static void test_errors_located(void **state)
               "submission.relay_networks", "an alias of the value at line 2");
 }
 
+/* A value with control characters (found by tests/fuzz/fuzz_config.c) is quoted escaped:
+ * each error stays one line, so a value cannot forge lines of check-config's output or
+ * of the log. */
+static void test_errors_one_line(void **state)
+{
+    (void)state;
+    one_error("submission:\n  relay_networks: [\"127\\n\\r\\t\\x01.0.0.0/8\"]\n", 2, 20,
+              "submission.relay_networks[0]", "'127\\n\\r\\t\\x01.0.0.0/8' is not a network");
+}
+
 static void test_policy(void **state)
 {
     (void)state;
@@ -543,6 +553,7 @@ int main(void)
         cmocka_unit_test(test_default),
         cmocka_unit_test(test_durations_sizes),
         cmocka_unit_test(test_errors_located),
+        cmocka_unit_test(test_errors_one_line),
         cmocka_unit_test(test_policy),
         cmocka_unit_test(test_many_errors_and_rules),
         cmocka_unit_test(test_lists_and_runtime),
