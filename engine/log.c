@@ -77,6 +77,11 @@ void eng_log(enum eng_log_level level, const char *fmt, ...)
         len = sizeof(line) - 1;
         memcpy(line + len - 3, "...", 3);
     }
+    /* One entry, one line, whatever the values in it: a client's name, an MX's reply or
+     * a DNS name with a CR or LF must not forge log lines of its own. */
+    for (size_t i = (size_t)n; i < len; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+            line[i] = '?';
     line[len++] = '\n';
 
     /* One write per line: lines from several threads never interleave. A failed log
