@@ -167,9 +167,22 @@ static void human_part(struct queue_dsn_buf *h, const struct queue_dsn_input *in
         if (!dsn_wanted(in, rc))
             continue;
         struct queue_dsn_buf t = { 0 };
-        queue_dsn_buf_puts(h, "\r\n<");
-        queue_dsn_addr(h, NULL, rc->addr, sizeof(rc->addr));
-        queue_dsn_buf_puts(h, ">:\r\n");
+        /* On a line of its own, unless too long for one: an 8-bit address written as
+         * \x{...} escapes can be eight times its length, past a line's 998 octets; then
+         * it is wrapped like the text. */
+        queue_dsn_buf_puts(&t, "<");
+        queue_dsn_addr(&t, NULL, rc->addr, sizeof(rc->addr));
+        queue_dsn_buf_put(&t, ">:", 3);
+        queue_dsn_buf_puts(h, "\r\n");
+        if (t.oom) {
+            h->oom = true;
+        } else if (t.len - 1 <= QUEUE_DSN_LINE_MAX) {
+            queue_dsn_buf_put(h, t.p, t.len - 1);
+            queue_dsn_buf_puts(h, "\r\n");
+        } else {
+            queue_dsn_wrap(h, "", t.p);
+        }
+        t.len = 0;
         human_reason(&t, in, rc);
         queue_dsn_buf_put(&t, "", 1);
         if (t.oom)

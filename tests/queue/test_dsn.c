@@ -656,6 +656,28 @@ static void test_hostile(void **state)
     queue_envelope_free(env);
 }
 
+/* An 8-bit address is written with \\x{...} escapes, for every '+' too: an address the
+ * spool allows can then be six times over a line's 998 octets, and the human-readable
+ * part must still keep every line within them (parse checks the wire; found by
+ * tests/fuzz/fuzz_dsn.c). */
+static void test_long_utf8_address(void **state)
+{
+    (void)state;
+    struct queue_envelope *env = mkenv(1);
+    char addr[QUEUE_ADDR_MAX + 1] = "j\xc3\xb6rg";
+    size_t n = strlen(addr);
+    while (n < QUEUE_ADDR_MAX - 11)
+        addr[n++] = '+';
+    memcpy(addr + n, "@x.example", 11);
+    rcpt(env, 0, addr, QUEUE_RCPT_BOUNCED, QUEUE_RESULT_SMTP, 550, "5.1.1", "mx", "no");
+    assert_int_equal(strlen(env->rcpts[0].addr), QUEUE_ADDR_MAX - 1);
+    struct built b;
+    assert_int_equal(build(env, QUEUE_DSN_FAILED, &b), 0);
+    assert_non_null(strstr(b.p.human, "<j\\x{F6}rg\\x{2B}\\x{2B}"));
+    built_free(&b);
+    queue_envelope_free(env);
+}
+
 static void test_unique(void **state)
 {
     (void)state;
@@ -782,8 +804,9 @@ int main(void)
         cmocka_unit_test(test_orcpt_envid),   cmocka_unit_test(test_ret_full),
         cmocka_unit_test(test_ret_full_8bit), cmocka_unit_test(test_lf_only),
         cmocka_unit_test(test_huge_full),     cmocka_unit_test(test_nothing_to_report),
-        cmocka_unit_test(test_hostile),       cmocka_unit_test(test_unique),
-        cmocka_unit_test(test_fold_wrap),     cmocka_unit_test(test_status_map),
+        cmocka_unit_test(test_hostile),       cmocka_unit_test(test_long_utf8_address),
+        cmocka_unit_test(test_unique),        cmocka_unit_test(test_fold_wrap),
+        cmocka_unit_test(test_status_map),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
