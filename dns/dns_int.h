@@ -74,7 +74,8 @@ struct dns_answer {
  * collects the records of qtype where the chain ends; reads the negative TTL from an SOA in the
  * authority section. Never reads outside buf. Returns DNS_REASON_NONE, DNS_REASON_MALFORMED or
  * DNS_REASON_CNAME_LIMIT (a loop or a chain longer than max_hops). *out is filled as far as parsing
- * went. */
+ * went; out->name is a NUL-terminated name whatever the result ("" when the question's name, read
+ * for a NULL qname, is malformed). */
 enum dns_reason dns_wire_parse(const uint8_t *buf, size_t len, const char *qname, uint16_t qtype,
                                unsigned max_hops, struct dns_answer *out);
 

@@ -74,23 +74,24 @@ static int put_label(const uint8_t *label, size_t n, char *out, size_t *o)
 
 /* Reads the (possibly compressed) name at *pos into out (DNS_NAME_MAX + 1 bytes, or
  * NULL to skip it) and moves *pos past its in-place part. The root is "". Returns 0 or
- * -1 (malformed: out of bounds, bad pointer, too long). */
+ * -1 (malformed: out of bounds, bad pointer, too long), out then "": never the labels
+ * read so far without their terminating NUL (out may be the answer's own name). */
 static int read_name(const struct msg *m, size_t *pos, char *out)
 {
     size_t p = *pos, floor = *pos, end = 0, wire = 1, o = 0;
     bool jumped = false;
     for (;;) {
         if (p >= m->len)
-            return -1;
+            goto malformed;
         uint8_t c = m->buf[p];
         if ((c & 0xC0) == 0xC0) {
             if (p + 1 >= m->len)
-                return -1;
+                goto malformed;
             size_t target = (size_t)(c & 0x3F) << 8 | m->buf[p + 1];
             /* Strictly before every byte of this name read so far: each jump lowers
              * the floor, so expansion cannot loop. */
             if (target >= floor)
-                return -1;
+                goto malformed;
             if (!jumped)
                 end = p + 2;
             jumped = true;
@@ -98,13 +99,13 @@ static int read_name(const struct msg *m, size_t *pos, char *out)
             continue;
         }
         if (c & 0xC0) /* 0x40, 0x80: extended label types, long obsolete */
-            return -1;
+            goto malformed;
         if (c == 0)
             break;
         if (p + 1 + c > m->len || (wire += 1u + c) > NAME_WIRE_MAX)
-            return -1;
+            goto malformed;
         if (out != NULL && put_label(m->buf + p + 1, c, out, &o) < 0)
-            return -1;
+            goto malformed;
         p += 1u + c;
     }
     if (!jumped)
@@ -113,6 +114,10 @@ static int read_name(const struct msg *m, size_t *pos, char *out)
         out[o] = '\0';
     *pos = end;
     return 0;
+malformed:
+    if (out != NULL)
+        out[0] = '\0';
+    return -1;
 }
 
 /* Reads the RR at *pos; with owner non-NULL, its owner name too. */

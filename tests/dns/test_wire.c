@@ -3,7 +3,8 @@
  * compression pointers, CNAME chains in the answer, a CNAME loop, the null MX, the SOA
  * negative TTL, A/AAAA, and broken packets (truncated, bad pointers, pointer loops,
  * random bytes, bit flips) that must come back malformed and never crash (run under
- * ASan by `make test`). Also the name validation the resolver applies.
+ * ASan by `make test`), and the answer's name a string even then. Also the name
+ * validation the resolver applies.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -253,6 +254,63 @@ static void test_pointer_loop(void **state)
     assert_int_equal(dns_wire_parse(m.buf, m.len, NULL, DNS_TYPE_MX, 8, &a), DNS_REASON_MALFORMED);
 }
 
+/* The question's name read for a NULL qname, broken after some labels were read: the
+ * answer's name is "", never those labels without a NUL (the callers' answers live
+ * uninitialised on the stack). Found by tests/fuzz/fuzz_dns_wire.c. */
+static void test_question_name_unreadable(void **state)
+{
+    (void)state;
+    struct msg m;
+    struct dns_answer a;
+    /* Truncated in its second label. */
+    msg_init(&m, 12, 0, "example.com", DNS_TYPE_MX);
+    memset(&a, 0xa5, sizeof(a));
+    assert_int_equal(dns_wire_parse(m.buf, 12 + 8 + 3, NULL, DNS_TYPE_MX, 8, &a),
+                     DNS_REASON_MALFORMED);
+    assert_true(strnlen(a.name, sizeof(a.name)) < sizeof(a.name));
+    assert_string_equal(a.name, "");
+    /* Over 255 octets on the wire after three labels of 63. */
+    msg_init(&m, 12, 0, NULL, 0);
+    m.buf[5] = 1;
+    for (int l = 0; l < 5; l++) {
+        msg_u8(&m, 63);
+        for (int k = 0; k < 63; k++)
+            msg_u8(&m, 'a');
+    }
+    msg_u8(&m, 0);
+    msg_u16(&m, DNS_TYPE_MX);
+    msg_u16(&m, 1);
+    memset(&a, 0xa5, sizeof(a));
+    assert_int_equal(dns_wire_parse(m.buf, m.len, NULL, DNS_TYPE_MX, 8, &a), DNS_REASON_MALFORMED);
+    assert_string_equal(a.name, "");
+    /* Over DNS_NAME_MAX characters once escaped: 63 dots (252 characters as \046), then
+     * one more label. */
+    msg_init(&m, 12, 0, NULL, 0);
+    m.buf[5] = 1;
+    msg_u8(&m, 63);
+    for (int k = 0; k < 63; k++)
+        msg_u8(&m, '.');
+    msg_u8(&m, 1);
+    msg_u8(&m, 'a');
+    msg_u8(&m, 0);
+    msg_u16(&m, DNS_TYPE_MX);
+    msg_u16(&m, 1);
+    memset(&a, 0xa5, sizeof(a));
+    assert_int_equal(dns_wire_parse(m.buf, m.len, NULL, DNS_TYPE_MX, 8, &a), DNS_REASON_MALFORMED);
+    assert_string_equal(a.name, "");
+    /* A label, then a pointer back to the name's own start. */
+    msg_init(&m, 12, 0, NULL, 0);
+    m.buf[5] = 1;
+    msg_u8(&m, 1);
+    msg_u8(&m, 'a');
+    msg_u16(&m, 0xC000 | 12);
+    msg_u16(&m, DNS_TYPE_MX);
+    msg_u16(&m, 1);
+    memset(&a, 0xa5, sizeof(a));
+    assert_int_equal(dns_wire_parse(m.buf, m.len, NULL, DNS_TYPE_MX, 8, &a), DNS_REASON_MALFORMED);
+    assert_string_equal(a.name, "");
+}
+
 static void test_fuzz(void **state)
 {
     (void)state;
@@ -369,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_many_mx_keeps_lowest),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_pointer_loop),
+        cmocka_unit_test(test_question_name_unreadable),
         cmocka_unit_test(test_fuzz),
         cmocka_unit_test(test_names),
     };
