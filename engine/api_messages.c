@@ -266,6 +266,11 @@ static bool parse_input(struct eng_api *api, struct eng_http_req *req, json_t *d
             return false;
         }
         in->content = crlf_copy(raw, n, &in->len);
+        /* The limit is the queued content's: bare LFs made CRLF may take it over. */
+        if (in->content && in->len > api->max_message) {
+            eng_api_reply_error(req, 413, "message larger than the limit", "raw");
+            return false;
+        }
     } else {
         if (headers && !json_is_object(headers)) {
             eng_api_reply_error(req, 400, "headers: an object of strings is required", "headers");

@@ -147,9 +147,11 @@ bool smtpd_data_take(struct smtpd_sess *s, const char *data, size_t len, size_t 
                 continue;
             }
             /* A CR alone is content (RFC 5321 allows nothing else to be done with it
-             * safely; it never ends a line). */
+             * safely; it never ends a line), and the line has begun: a dot after it is
+             * neither stuffing nor, before CRLF, the end of data. */
             put(s, "\r", 1);
             line_grew(s, 1);
+            s->d_bol = false;
             s->d_dot = false;
         }
         if (c == '\r') {

@@ -448,6 +448,21 @@ static enum smtpd_action cmd_auth(struct smtpd_sess *s, const char *arg)
 
 /* ---- MAIL, RCPT, DATA ------------------------------------------------------------------ */
 
+/* 555 naming the parameter p[0, tok) (at most 64 bytes of it). The name is the
+ * client's: reply text carries only HT and 32..126 (RFC 5321 4.2; never a lone CR),
+ * and a parameter has no blanks, so any byte outside 33..126 is shown as '?'. */
+static void reply_unsupported(struct smtpd_sess *s, const char *p, size_t tok)
+{
+    char name[65];
+    size_t n = tok < sizeof(name) - 1 ? tok : sizeof(name) - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        name[i] = c > ' ' && c < 0x7f ? (char)c : '?';
+    }
+    name[n] = '\0';
+    replyf(s, "555 5.5.4 Unsupported option: %s\r\n", name);
+}
+
 static enum smtpd_action cmd_mail(struct smtpd_sess *s, const char *line, size_t len)
 {
     if (s->state == SMTPD_S_GREETED) {
@@ -487,7 +502,7 @@ static enum smtpd_action cmd_mail(struct smtpd_sess *s, const char *line, size_t
         if (err != 0) {
             reject(s, ENG_SMTPD_REJ_SYNTAX);
             if (err == -ENOTSUP)
-                replyf(s, "555 5.5.4 Unsupported option: %.*s\r\n", (int)(tok > 64 ? 64 : tok), p);
+                reply_unsupported(s, p, tok);
             else
                 REPLY(s, "501 5.5.4 Bad parameter value\r\n");
             return SMTPD_ACT_MORE;

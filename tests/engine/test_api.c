@@ -400,6 +400,15 @@ static void test_post_errors(void **state)
     assert_int_equal(post(f, "/api/v1/messages", TOKEN, json, &c), 413);
     assert_error(&c, "larger", "raw");
     hc_close(&c);
+    /* Raw content under the limit as given but over it once its bare LFs are CRLF: the
+     * limit is the queued content's (found by tests/fuzz/fuzz_api_mime). */
+    n = snprintf(json, 8192, "{\"from\":\"a@example.com\",\"to\":[\"a@x.com\"],\"raw\":\"");
+    for (int i = 0; i < 1500; i++)
+        n += snprintf(json + n, 8192 - (size_t)n, "x\\n");
+    snprintf(json + n, 8192 - (size_t)n, "\"}");
+    assert_int_equal(post(f, "/api/v1/messages", TOKEN, json, &c), 413);
+    assert_error(&c, "larger", "raw");
+    hc_close(&c);
     free(json);
     /* A body over the HTTP limit (2 x 4096 + 256 KiB): 413 before parsing. */
     assert_int_equal(hc_request(f->loop, f->port,

@@ -575,6 +575,24 @@ static void bare_lf(void **state)
     assert_string_equal(out(&f), "550 5.6.2 Error: bare <LF> received\r\n");
     assert_int_equal(f.s.state, SMTPD_S_READY);
     assert_int_equal(f.sh.stats.rejects[ENG_SMTPD_REJ_BARE_LF], 2);
+
+    /* A CR alone is content and starts the line: CRLF CR "." CRLF does not end the
+     * data, and the dot after the CR is not unstuffed (found by tests/fuzz/fuzz_smtpd). */
+    feed(&f, "MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n");
+    out(&f);
+    assert_int_equal(feed(&f, "\r.\r\nMAIL FROM:<evil@x.test>\r\n\r..\r\n"), SMTPD_ACT_MORE);
+    assert_string_equal(out(&f), "");
+    assert_int_equal(f.s.state, SMTPD_S_DATA);
+    size_t used = 0;
+    assert_int_equal(feed_n(&f, ".\r\n", &used), SMTPD_ACT_SUBMIT);
+    struct eng_smtpd_message m;
+    smtpd_sess_message(&f.s, &m);
+    char *content = strndup(m.content, m.content_len);
+    const char *body = strstr(content, "\r\n\r.\r\n");
+    assert_non_null(body);
+    assert_string_equal(body + 2, "\r.\r\nMAIL FROM:<evil@x.test>\r\n\r..\r\n");
+    free(content);
+    smtpd_sess_submitted(&f.s, 0, "Q1");
     fx_end(&f);
 }
 
@@ -603,7 +621,11 @@ static void syntax(void **state)
     feed(&f, "MAIL FROM:a@b.test\r\n");
     out_has(&f, "501 5.5.4");
     feed(&f, "MAIL FROM:<a@b.test> FOO=1\r\n");
-    out_has(&f, "555 5.5.4");
+    out_has(&f, "555 5.5.4 Unsupported option: FOO=1\r\n");
+    /* The parameter is echoed, but never a byte reply text may not carry: a CR in the
+     * middle of the line, a control character, 8-bit (found by tests/fuzz/fuzz_smtpd). */
+    feed(&f, "MAIL FROM:<a@b.test> X\rY\x01Z\xff=\t1\r\n");
+    assert_string_equal(out(&f), "555 5.5.4 Unsupported option: X?Y?Z?=?1\r\n");
     feed(&f, "MAIL FROM:<j\xc3\xb6@b.test>\r\n");
     out_has(&f, "553 5.6.7");
     feed(&f, "MAIL FROM:<j\xc3\xb6@b.test> SMTPUTF8\r\n");
