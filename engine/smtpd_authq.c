@@ -43,8 +43,8 @@ struct smtpd_authq {
     struct eng_smtpd *d; /* borrowed */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct authq_job *todo, **todo_tail; /* loop -> thread, FIFO */
-    struct authq_job *done;              /* thread -> loop, any order */
+    struct authq_job *waiting, **waiting_tail; /* loop -> thread, FIFO */
+    struct authq_job *done;                    /* thread -> loop, any order */
     bool stop;
     bool thread_started;
     pthread_t thread;
@@ -59,14 +59,14 @@ static void *checker(void *arg)
     struct smtpd_authq *q = arg;
     pthread_mutex_lock(&q->mu);
     for (;;) {
-        while (q->todo == NULL && !q->stop)
+        while (q->waiting == NULL && !q->stop)
             pthread_cond_wait(&q->cv, &q->mu);
-        if (q->todo == NULL)
+        if (q->waiting == NULL)
             break; /* stop, and nothing left */
-        struct authq_job *j = q->todo;
-        q->todo = j->next;
-        if (q->todo == NULL)
-            q->todo_tail = &q->todo;
+        struct authq_job *j = q->waiting;
+        q->waiting = j->next;
+        if (q->waiting == NULL)
+            q->waiting_tail = &q->waiting;
         pthread_mutex_unlock(&q->mu);
 
         int res = smtpd_hash_check(j->pass, j->hash);
@@ -145,7 +145,7 @@ static void authq_destroy(struct smtpd_authq *q)
         pthread_mutex_unlock(&q->mu);
         pthread_join(q->thread, NULL);
     }
-    free_jobs(q->todo);
+    free_jobs(q->waiting);
     free_jobs(q->done);
     close(q->efd);
     pthread_cond_destroy(&q->cv);
@@ -168,7 +168,7 @@ static int authq_new(struct eng_smtpd *d, struct smtpd_authq **out)
     if (q == NULL)
         return -ENOMEM;
     q->d = d;
-    q->todo_tail = &q->todo;
+    q->waiting_tail = &q->waiting;
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->cv, NULL);
     q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -213,8 +213,8 @@ int smtpd_authq_submit(struct eng_smtpd *d, struct smtpd_conn *c, const char *ha
     memcpy(j->pass, password, plen + 1);
     q->pending++;
     pthread_mutex_lock(&q->mu);
-    *q->todo_tail = j;
-    q->todo_tail = &j->next;
+    *q->waiting_tail = j;
+    q->waiting_tail = &j->next;
     pthread_cond_signal(&q->cv);
     pthread_mutex_unlock(&q->mu);
     return 0;
