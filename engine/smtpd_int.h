@@ -20,14 +20,18 @@
 
 #include "engine/smtpd.h"
 
-#define SMTPD_LINE_MAX     1000 /* command line with CRLF (RFC 5321 4.5.3.1.4) */
-#define SMTPD_TEXT_MAX     998  /* content line without CRLF (RFC 5321 4.5.3.1.6) */
-#define SMTPD_OUT_CAP      4096 /* plaintext replies not yet handed to the wire */
-#define SMTPD_REPLY_MAX    512  /* room kept free before a command is taken */
-#define SMTPD_NAME_MAX     255
-#define SMTPD_NETS_MAX     64
-#define SMTPD_RECEIVED_MAX 1024 /* the Received header, all lines */
-#define SMTPD_SID_MAX      24
+#define SMTPD_LINE_MAX  1000 /* command line with CRLF (RFC 5321 4.5.3.1.4) */
+#define SMTPD_TEXT_MAX  998  /* content line without CRLF (RFC 5321 4.5.3.1.6) */
+#define SMTPD_OUT_CAP   4096 /* plaintext replies not yet handed to the wire */
+#define SMTPD_REPLY_MAX 512  /* room kept free before a command is taken */
+#define SMTPD_NAME_MAX  255
+/* Room also kept free, beyond a command's, for the 421 a timeout or a shutdown may add
+ * between commands (it names our host): a client that pipelines without reading still
+ * gets it. */
+#define SMTPD_CLOSE_REPLY_MAX (64 + SMTPD_NAME_MAX)
+#define SMTPD_NETS_MAX        64
+#define SMTPD_RECEIVED_MAX    1024 /* the Received header, all lines */
+#define SMTPD_SID_MAX         24
 
 /* The limits a session lives by, copied from the server's at its start: a reload
  * (smtpd_shared_reconfigure) changes the sessions that start after it, never one in

@@ -49,7 +49,8 @@ static void set_state(struct smtpd_sess *s, enum smtpd_state next)
 void smtpd_sess_reply(struct smtpd_sess *s, const char *text, size_t len)
 {
     if (SMTPD_OUT_CAP - s->out_len < len) {
-        /* Cannot happen: commands are taken only with SMTPD_REPLY_MAX free. */
+        /* Cannot happen: commands are taken only with SMTPD_REPLY_MAX free, and
+         * SMTPD_CLOSE_REPLY_MAX more for a 421 between commands. */
         eng_log(ENG_LOG_ERROR, "smtpd: session=%s reply overflow", s->sid);
         return;
     }
@@ -798,9 +799,10 @@ enum smtpd_action smtpd_sess_input(struct smtpd_sess *s, const char *data, size_
             *used = pos;
             return SMTPD_ACT_PAUSE;
         }
-        /* Take a command only when its reply fits: a client pipelining without
-         * reading meets back-pressure, not our memory growing. */
-        if (SMTPD_OUT_CAP - s->out_len < SMTPD_REPLY_MAX) {
+        /* Take a command only when its reply fits, and a closing 421 after it: a
+         * client pipelining without reading meets back-pressure, not our memory
+         * growing, and a reply is never dropped. */
+        if (SMTPD_OUT_CAP - s->out_len < SMTPD_REPLY_MAX + SMTPD_CLOSE_REPLY_MAX) {
             *used = pos;
             return SMTPD_ACT_PAUSE;
         }

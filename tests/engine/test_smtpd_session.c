@@ -390,6 +390,41 @@ static void auth_check_holds_input(void **state)
     fx_end(&f);
 }
 
+/* A client that pipelines without reading fills the reply buffer up to the point where
+ * commands wait; a shutdown or a timeout then still has room for its 421, however long
+ * our host name and wherever the fill stopped (0..39 NOOPs shift it by their 14-byte
+ * replies; found reading the code behind tests/fuzz/fuzz_smtpd.c). */
+static void closing_reply_always_fits(void **state)
+{
+    (void)state;
+    for (int noops = 0; noops < 40; noops++) {
+        for (int timeout = 0; timeout < 2; timeout++) {
+            struct fx f;
+            fx_start(&f, "192.0.2.1", NULL, 0, 0);
+            memset(f.sh.hostname, 'h', SMTPD_NAME_MAX);
+            f.sh.hostname[SMTPD_NAME_MAX] = '\0';
+            char text[40 * 6 + 40 * 13 + 1] = "";
+            for (int i = 0; i < noops; i++)
+                strcat(text, "NOOP\r\n");
+            for (int i = 0; i < 40; i++)
+                strcat(text, "EHLO c.test\r\n");
+            size_t used = 0;
+            assert_int_equal(smtpd_sess_input(&f.s, text, strlen(text), &used), SMTPD_ACT_PAUSE);
+            assert_true(used < strlen(text));
+            if (timeout)
+                assert_true(smtpd_sess_timeout(&f.s));
+            else
+                assert_true(smtpd_sess_shutdown(&f.s));
+            const char *o = out(&f);
+            const char *tail =
+                    timeout ? " Error: timeout exceeded\r\n" : " Service shutting down\r\n";
+            size_t ol = strlen(o), tl = strlen(tail);
+            assert_true(ol > tl && strcmp(o + ol - tl, tail) == 0);
+            fx_end(&f);
+        }
+    }
+}
+
 static void auth_failures_disconnect(void **state)
 {
     (void)state;
@@ -767,6 +802,7 @@ int main(void)
         cmocka_unit_test(auth_requires_tls),
         cmocka_unit_test(auth_plain_and_login),
         cmocka_unit_test(auth_check_holds_input),
+        cmocka_unit_test(closing_reply_always_fits),
         cmocka_unit_test(auth_failures_disconnect),
         cmocka_unit_test(relay_denied),
         cmocka_unit_test(limits),

@@ -407,7 +407,7 @@ static void pump(struct run *r, const char *buf, size_t n)
             break;
         case SMTPD_ACT_PAUSE:
             /* Only for a full reply buffer, and taking the replies must let input in. */
-            fuzz_check(SMTPD_OUT_CAP - s->out_len < SMTPD_REPLY_MAX);
+            fuzz_check(SMTPD_OUT_CAP - s->out_len < SMTPD_REPLY_MAX + SMTPD_CLOSE_REPLY_MAX);
             fuzz_check(!(paused && used == 0));
             break;
         case SMTPD_ACT_STARTTLS:
