@@ -254,7 +254,7 @@ static void put_crlf(FILE *f, const char *s)
 }
 
 /* Quoted-printable (RFC 2045 6.7): line ends become CRLF, lines are soft-broken at 76,
- * and a space or tab before a line end is encoded. */
+ * a space or tab before a line end is encoded, and the text ends with a line end. */
 static void put_qp(FILE *f, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -283,7 +283,10 @@ static void put_qp(FILE *f, const char *s)
             fputc(c, f);
         col += w;
     }
-    fputs("\r\n", f);
+    /* Ends the last line, as put_crlf does: a text that ended with its own line end
+     * gets no empty line more (col is 0 only after a line end, or for an empty text). */
+    if (col > 0 || *s == '\0')
+        fputs("\r\n", f);
 }
 
 static void put_part(FILE *f, const char *subtype, const char *body)

@@ -93,6 +93,26 @@ static void test_alternative_qp(void **state)
     free(out);
 }
 
+/* A text that ends with its own line end gets no empty line more, in quoted-printable
+ * as in 7bit (found by tests/fuzz/fuzz_api_mime.c); an empty text is one empty line. */
+static void test_qp_final_line_end(void **state)
+{
+    (void)state;
+    struct eng_api_mime m = { .from = "a@example.com", .subject = "s", .text = "Grüße\n" };
+    char *out = build(&m);
+    const char *qp = "Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe\r\n";
+    const char *body = strstr(out, qp);
+    assert_non_null(body);
+    assert_string_equal(body + strlen(qp), ""); /* the body, then nothing */
+    free(out);
+    m.text = "Grüße";
+    out = build(&m);
+    body = strstr(out, qp);
+    assert_non_null(body);
+    assert_string_equal(body + strlen(qp), "");
+    free(out);
+}
+
 static void test_long_lines(void **state)
 {
     (void)state;
@@ -210,7 +230,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_text_only),  cmocka_unit_test(test_alternative_qp),
         cmocka_unit_test(test_long_lines), cmocka_unit_test(test_headers),
-        cmocka_unit_test(test_addresses),
+        cmocka_unit_test(test_addresses),  cmocka_unit_test(test_qp_final_line_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
