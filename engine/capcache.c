@@ -420,9 +420,12 @@ size_t eng_capcache_expire(struct eng_capcache *c, int64_t now)
 int eng_capcache_restore(struct eng_capcache *c, const struct eng_capcache_entry *e, int64_t now)
 {
     uint64_t hash;
+    /* A file written under a clock ahead of ours: no verdict is from the future (it
+     * would win over every newer one, and outlive its own capped expiry). */
+    int64_t checked = e->checked_at < now ? e->checked_at : now;
     struct cap_node *n = lookup(c, e->host, strlen(e->host), e->port, now, &hash);
     if (n != NULL) {
-        if (n->e.checked_at >= e->checked_at)
+        if (n->e.checked_at >= checked)
             return 0;
         count_verdict(c, n, -1);
         lru_touch(c, n);
@@ -430,6 +433,7 @@ int eng_capcache_restore(struct eng_capcache *c, const struct eng_capcache_entry
         n = node_add(c, e->host, e->port, hash, now);
     }
     n->e = *e;
+    n->e.checked_at = checked;
     int64_t cap = now + eng_capcache_ttl_for(c, e->reason);
     if (n->e.expires_at > cap)
         n->e.expires_at = cap;

@@ -18,9 +18,10 @@ void eng_capcache_foreach_oldest(struct eng_capcache *c, int64_t now, eng_capcac
                                  void *arg);
 
 /* Inserts an entry read from a file, as the most recently used one. e must be valid
- * (normalised host, port > 0, pass iff reason NONE) and live at now; its expires_at is
- * capped at now + eng_capcache_ttl_for(reason). Returns 1 if inserted, 0 if the cache
- * already held an entry for host:port checked at the same time or later (kept). */
+ * (normalised host, port > 0, pass iff reason NONE) and live at now; its checked_at is
+ * capped at now and its expires_at at now + eng_capcache_ttl_for(reason). Returns 1 if
+ * inserted, 0 if the cache already held an entry for host:port checked at the same time
+ * or later (kept). */
 int eng_capcache_restore(struct eng_capcache *c, const struct eng_capcache_entry *e, int64_t now);
 
 #endif /* FLOORMTA_ENGINE_CAPCACHE_INT_H */

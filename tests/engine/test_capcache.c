@@ -737,6 +737,38 @@ static void load_skips_damaged_lines(void **state)
     eng_capcache_free(b);
 }
 
+/* A file saved under a clock ahead of ours (found by tests/fuzz/fuzz_capcache.c): the
+ * entry is not from the future once loaded, so it keeps expiring after its check and
+ * does not win over a newer verdict for the same host. */
+static void load_future_checked_time(void **state)
+{
+    (void)state;
+    const char *path = file_in_dir("future.cap");
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("floormta-capcache 1\n", f);
+    /* checked a month after T0, expiring in 40 years */
+    append_line_with_crc(f, "fut.example:25 refuse handshake_failed - yes - "
+                            "2026-12-23T00:00:00Z 2066-11-23T00:00:00Z 1 0x00000000 - - -");
+    assert_int_equal(fclose(f), 0);
+    struct eng_capcache *b = cache_new(16, TTL, 0);
+    struct eng_capcache_load_result res;
+    assert_int_equal(eng_capcache_load(b, path, T0, NULL, NULL, &res), 0);
+    assert_int_equal(res.loaded, 1);
+    struct eng_capcache_entry e;
+    assert_int_equal(eng_capcache_check(b, "fut.example", 25, T0, &e), ENG_CAPCACHE_BLOCKED);
+    assert_int_equal(e.checked_at, T0);
+    assert_true(e.expires_at > e.checked_at);
+    assert_true(e.expires_at <= T0 + (int64_t)eng_capcache_ttl_for(b, TLS_REASON_HANDSHAKE_FAILED));
+    /* A verdict recorded now is not overridden by the file's "future" one. */
+    struct tls_verdict p = pass13();
+    assert_int_equal(eng_capcache_record(b, "fut.example", 25, &p, T0 + 5), 0);
+    assert_int_equal(eng_capcache_load(b, path, T0 + 5, NULL, NULL, &res), 0);
+    assert_int_equal(res.superseded, 1);
+    assert_int_equal(eng_capcache_check(b, "fut.example", 25, T0 + 5, NULL), ENG_CAPCACHE_PASSED);
+    eng_capcache_free(b);
+}
+
 static void load_truncated_file(void **state)
 {
     (void)state;
@@ -921,6 +953,7 @@ int main(void)
         cmocka_unit_test(save_load_round_trip),
         cmocka_unit_test(load_drops_expired_and_caps_expiry),
         cmocka_unit_test(load_skips_damaged_lines),
+        cmocka_unit_test(load_future_checked_time),
         cmocka_unit_test(load_truncated_file),
         cmocka_unit_test(load_empty_missing_and_foreign_files),
         cmocka_unit_test(load_filter_and_newer_entries),
