@@ -32,7 +32,7 @@
 
 struct authq_job {
     struct authq_job *next;
-    struct smtpd_conn *c; /* borrowed: it waits for this job (authing) */
+    struct smtpd_conn *c; /* borrowed: it waits for this job (AUTH_CHECK) */
     bool known;
     int res;
     char hash[SMTPD_HASH_MAX];

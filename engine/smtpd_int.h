@@ -314,8 +314,6 @@ struct smtpd_conn {
     bool paused;                  /* input left in rbuf until a send frees output room */
     bool tls_shut;                /* close_notify queued */
     bool handshaking;             /* TLS handshake in progress */
-    bool submitting;              /* submit called, done not yet */
-    bool authing;                 /* credentials being checked, done not yet */
     bool released;                /* the handle is gone; done frees the connection */
     size_t rpos, rlen;            /* rbuf[rpos, rlen): plaintext not yet consumed */
     size_t wire_len, wire_sent;

@@ -169,6 +169,14 @@ static bool handshake(struct smtpd_conn *c)
 
 /* ---- submit and credential checks: outside work the connection waits for ------------ */
 
+/* Whether the connection waits for a submit's or a credential check's done: its
+ * session's state says so (WAIT_DURABLE, AUTH_CHECK); nothing is read meanwhile, and a
+ * connection released then is freed by that done. */
+static bool waiting(const struct smtpd_conn *c)
+{
+    return c->sm.state == SMTPD_S_WAIT_DURABLE || c->sm.state == SMTPD_S_AUTH_CHECK;
+}
+
 /* The work's done found the connection released (the client left while it waited):
  * nobody to tell; frees it. Returns whether it did. */
 static bool free_if_orphan(struct smtpd_conn *c)
@@ -200,7 +208,6 @@ static void resume(struct smtpd_conn *c)
 static void submit_done(void *arg, int res, const char *queue_id)
 {
     struct smtpd_conn *c = arg;
-    c->submitting = false;
     if (free_if_orphan(c))
         return;
     smtpd_sess_submitted(&c->sm, res, queue_id);
@@ -211,18 +218,14 @@ static void submit(struct smtpd_conn *c)
 {
     struct eng_smtpd_message m;
     smtpd_sess_message(&c->sm, &m);
-    c->submitting = true;
     int err = c->d->submit(c->d->submit_arg, &m, submit_done, c);
-    if (err != 0) {
-        c->submitting = false;
+    if (err != 0)
         smtpd_sess_submitted(&c->sm, err, NULL);
-    }
 }
 
 /* The check runs on the checker thread (smtpd_authq.c): crypt must not stall the loop. */
 void smtpd_conn_auth_done(struct smtpd_conn *c, int res)
 {
-    c->authing = false;
     if (free_if_orphan(c))
         return;
     if (smtpd_sess_auth_checked(&c->sm, res) == SMTPD_ACT_CLOSE)
@@ -238,10 +241,8 @@ static void auth_start(struct smtpd_conn *c)
     /* The hash is copied now: a reload may free these credentials meanwhile. */
     const char *hash = smtpd_credentials_hash(c->d->sh.creds, user, &known);
     int err = hash ? smtpd_authq_submit(c->d, c, hash, known, pass) : -EACCES;
-    if (err == 0) {
-        c->authing = true;
-        return;
-    }
+    if (err == 0)
+        return; /* waiting: smtpd_conn_auth_done follows */
     if (err != -EACCES)
         eng_log(ENG_LOG_ERROR, "smtpd: session=%s cannot check credentials: %s", c->sm.sid,
                 eng_strerror(err));
@@ -261,7 +262,7 @@ static void pump(struct smtpd_conn *c)
                 break;
             continue;
         }
-        if (c->submitting || c->authing)
+        if (waiting(c))
             break;
         if (c->rpos < c->rlen) {
             size_t used = 0;
@@ -297,7 +298,7 @@ static void pump(struct smtpd_conn *c)
         c->rlen = n;
     }
     flush(c);
-    if (c->rpos == c->rlen && !c->paused && !c->submitting && !c->authing && !c->close_after)
+    if (c->rpos == c->rlen && !c->paused && !waiting(c) && !c->close_after)
         arm_recv(c);
 }
 
@@ -385,7 +386,7 @@ static void on_release(void *ctx)
     if (c->next)
         c->next->prev = c->prev;
     d->live_count--;
-    if (c->submitting || c->authing) {
+    if (waiting(c)) {
         c->released = true; /* submit_done or smtpd_conn_auth_done frees it */
         d->orphans++;
         return;
@@ -495,7 +496,7 @@ void smtpd_conn_close_all(struct eng_smtpd *d)
     for (struct smtpd_conn *c = d->live; c; c = c->next) {
         if (c->closing || c->close_after || c->lingering)
             continue;
-        if (c->submitting || c->authing)
+        if (waiting(c))
             continue; /* its done answers, then closes (d->stopping) */
         if (!c->handshaking && smtpd_sess_shutdown(&c->sm)) {
             c->close_after = true; /* the 421, then a lingering close */
