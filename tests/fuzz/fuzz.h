@@ -33,4 +33,17 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
         }                                                                                \
     } while (0)
 
+/* xorshift32: a target's own decisions (split points, results it plays back), drawn from
+ * a state it seeds from its input so that an input always replays the same way. The
+ * state must not be 0. */
+static inline uint32_t fuzz_xorshift32(uint32_t *state)
+{
+    uint32_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *state = x;
+    return x;
+}
+
 #endif /* FLOORMTA_TESTS_FUZZ_H */

@@ -114,12 +114,7 @@ static uint32_t rng_state;
 
 static uint32_t rng(void)
 {
-    uint32_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    rng_state = x;
-    return x;
+    return fuzz_xorshift32(&rng_state);
 }
 
 /* The size of the next read: mostly small, sometimes a whole receive buffer. */
